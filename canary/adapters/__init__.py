@@ -1,0 +1,1 @@
+"""The only modules that import kubernetes, prometheus_api_client or subprocess."""

@@ -1,0 +1,258 @@
+"""One tick: load state → observe → decide → act → save → emit.
+
+The controller is the only place where the pure core meets the ports. Each tick re-reads the
+persisted state and the live VirtualService (no decision depends on memory of an earlier tick);
+it writes only when the decision changed something, in one request guarded by the
+resourceVersion; on a conflict it re-reads and decides again. Events are emitted only after
+the write that made them true succeeded, so a conflict retry never logs a transition twice.
+
+Metrics for all plans that need a check this tick are asked for in one ``MetricsSource.sample``
+call, so the adapter can batch them (DESIGN §3).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+from typing import Any
+
+from canary.analysis import check_window
+from canary.decide import decide, plan_in_force, wants_check
+from canary.errors import ConflictError, HelmError
+from canary.events import Emitter
+from canary.model import (
+    Command,
+    Decision,
+    MetricsSample,
+    Observation,
+    Phase,
+    RollbackJob,
+    RolloutState,
+    StateError,
+    command_from_json,
+    state_from_json,
+    state_to_json,
+)
+from canary.plan import Plan
+from canary.ports import (
+    CheckRequest,
+    Clock,
+    MetricsSource,
+    ReleaseManager,
+    RouteView,
+    TrafficRouter,
+    Workloads,
+)
+
+#: Istio's Prometheus scrapes every 15 s by default (DESIGN §5 --scrape-interval).
+DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
+#: A conflict means someone else wrote between our read and write; three re-reads in a row
+#: losing the race means a hot writer (a GitOps loop) and the next tick will try again.
+MAX_CONFLICT_RETRIES = 3
+#: Passes per tick: a helm rollback that just returned is confirmed in the same tick.
+MAX_PASSES = 3
+
+
+@dataclass
+class Ports:
+    router: TrafficRouter
+    workloads: Workloads
+    metrics: MetricsSource
+    releases: ReleaseManager
+    clock: Clock
+
+
+@dataclass
+class _Seen:
+    """What one plan looks like on this tick, before the metrics are in."""
+
+    plan: Plan
+    view: RouteView
+    state: RolloutState | None
+    observation: Observation
+    request: CheckRequest | None = None
+    sample: MetricsSample | None = None
+
+
+@dataclass
+class Controller:
+    """Drives ``decide`` for a set of plans over the ports."""
+
+    ports: Ports
+    emitter: Emitter
+    plans: dict[str, Plan] = field(default_factory=dict)
+    #: plan key → validation error of its current definition (the snapshot keeps running paused)
+    invalid: dict[str, str] = field(default_factory=dict)
+    #: plan keys whose definition was removed; their traffic goes to stable
+    deleted: dict[str, Plan] = field(default_factory=dict)
+    scrape_interval: timedelta = DEFAULT_SCRAPE_INTERVAL
+    #: helm rollbacks run by this process, by plan key (the observation of their outcome)
+    jobs: dict[str, RollbackJob] = field(default_factory=dict)
+    #: called with every decision after it is persisted (the simulator records them)
+    on_decision: Callable[[Plan, Decision], None] | None = None
+
+    # -- public ------------------------------------------------------------------------------
+
+    def tick(self, keys: Iterable[str] | None = None) -> dict[str, Decision]:
+        """One tick over the given plans (default: all), checks batched into one query."""
+        wanted = list(keys) if keys is not None else sorted({*self.plans, *self.deleted})
+        out: dict[str, Decision] = {}
+        todo = wanted
+        for _ in range(MAX_PASSES):
+            seen = self._observe_all(todo)
+            again: list[str] = []
+            for key, s in seen.items():
+                decision = self._decide_and_act(s)
+                out[key] = decision
+                if decision.start_rollback is not None:
+                    again.append(key)
+            if not again:
+                break
+            todo = again
+        return out
+
+    # -- observe -----------------------------------------------------------------------------
+
+    def _observe_all(self, keys: Iterable[str]) -> dict[str, _Seen]:
+        now = self.ports.clock.now()
+        seen: dict[str, _Seen] = {}
+        for key in keys:
+            s = self._observe(key)
+            if s is not None:
+                seen[key] = s
+        requests = [s.request for s in seen.values() if s.request is not None]
+        samples: Mapping[str, MetricsSample] = {}
+        if requests:
+            samples = self.ports.metrics.sample(requests, now)
+        for key, s in seen.items():
+            if s.request is not None:
+                sample = samples.get(key) or MetricsSample(
+                    rollout_id=s.request.rollout_id,
+                    step=s.request.step,
+                    window=s.request.window,
+                    error="the metrics source returned no answer for this rollout",
+                )
+                s.observation = _with(s.observation, metrics=sample)
+        return seen
+
+    def _observe(self, key: str) -> _Seen | None:
+        configured = self.plans.get(key) or self.deleted.get(key)
+        if configured is None:
+            return None
+        view = self.ports.router.read(configured)
+        state: RolloutState | None = None
+        lost = ""
+        if view.state_raw is not None:
+            try:
+                state = state_from_json(view.state_raw)
+            except StateError as exc:
+                lost = str(exc)
+        plan = plan_in_force(configured, state) or configured
+        command: Command | None = None
+        command_error = ""
+        if view.command_raw:
+            try:
+                command = command_from_json(view.command_raw)
+            except ValueError as exc:
+                command_error = f"canary.dev/command is unreadable: {exc}"
+        ns = plan.namespace
+        obs = Observation(
+            stable=self.ports.workloads.status(ns, plan.workloads.stable),
+            canary=self.ports.workloads.status(ns, plan.workloads.canary),
+            live_weights=view.weights,
+            route_error=view.route_error,
+            state_lost=lost,
+            command=command,
+            command_error=command_error,
+            release=self.ports.releases.history(plan.release),
+            rollback_job=self.jobs.get(key),
+            plan_error=self.invalid.get(key, ""),
+            plan_deleted=key in self.deleted,
+        )
+        seen = _Seen(plan=plan, view=view, state=state, observation=obs)
+        if wants_check(state) and state is not None and state.step_started_at is not None:
+            now = self.ports.clock.now()
+            wp = check_window(
+                plan.analysis, state.step_started_at, state.last_check_at, now, self.scrape_interval
+            )
+            if wp.due and wp.window is None:
+                seen.observation = _with(
+                    obs,
+                    metrics=MetricsSample(
+                        rollout_id=state.rollout_id,
+                        step=state.step,
+                        window=min(plan.analysis.window, now - state.step_started_at),
+                        too_short=True,
+                    ),
+                )
+            elif wp.due and wp.window is not None:
+                seen.request = CheckRequest(
+                    plan=key,
+                    rollout_id=state.rollout_id,
+                    step=state.step,
+                    namespace=ns,
+                    stable=plan.workloads.stable,
+                    canary=plan.workloads.canary,
+                    service=plan.virtual_service.canary.host,
+                    window=wp.window,
+                    metrics=plan.analysis.metrics,
+                )
+        return seen
+
+    # -- decide and act ----------------------------------------------------------------------
+
+    def _decide_and_act(self, seen: _Seen) -> Decision:
+        plan = seen.plan
+        for attempt in range(MAX_CONFLICT_RETRIES):
+            now = self.ports.clock.now()
+            decision = decide(plan, seen.state, seen.observation, now)
+            if not decision.changed:
+                break
+            try:
+                self.ports.router.write(
+                    plan,
+                    seen.view,
+                    decision.weights,
+                    state_to_json(decision.state),
+                    decision.consume_command,
+                )
+                break
+            except ConflictError:
+                fresh = self._observe(plan.key)
+                if attempt == MAX_CONFLICT_RETRIES - 1 or fresh is None:
+                    return Decision(state=decision.state)  # nothing done; the next tick retries
+                # keep the metrics sample: it was taken for this rollout and step
+                fresh.observation = _with(fresh.observation, metrics=seen.observation.metrics)
+                seen = fresh
+        self._emit(plan, decision)
+        if decision.state.phase is not Phase.ROLLING_BACK:
+            self.jobs.pop(plan.key, None)
+        if decision.start_rollback is not None:
+            self._rollback(plan, decision.start_rollback)
+        if self.on_decision is not None:
+            self.on_decision(plan, decision)
+        return decision
+
+    def _emit(self, plan: Plan, decision: Decision) -> None:
+        at = self.ports.clock.now().isoformat().replace("+00:00", "Z")
+        for event in decision.events:
+            self.emitter.emit(
+                plan.namespace, plan.name, event, at=at, phase=decision.state.phase.value
+            )
+
+    def _rollback(self, plan: Plan, revision: int) -> None:
+        """Run helm after the weights reached stable (the write above succeeded).
+
+        The simulator runs it inline; the daemon runs it in a worker so other rollouts' ticks
+        never wait for helm (issue 5). Either way the outcome is an observation for decide.
+        """
+        try:
+            self.ports.releases.rollback(plan.release, revision, plan.rollback.timeout)
+            self.jobs[plan.key] = RollbackJob(revision=revision, ok=True)
+        except HelmError as exc:
+            self.jobs[plan.key] = RollbackJob(revision=revision, ok=False, error=str(exc))
+
+
+def _with(obs: Observation, **changes: Any) -> Observation:
+    return replace(obs, **changes)

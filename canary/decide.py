@@ -1,0 +1,763 @@
+"""``decide(plan, state, observation, now) -> Decision``: the phase machine of DESIGN §4.
+
+Pure: no I/O, no clock, no memory between calls. One call judges one plan on one tick. The
+transition table of DESIGN §4 maps onto the handlers below, one per phase, after the rules that
+apply in every phase (route broken, plan deleted or invalid, lost state, the canary changing).
+
+Where DESIGN §4 is silent we chose, and docs/decisions.md records why:
+
+* ``abort`` works in every active phase, and in RollbackFailed (one more helm attempt);
+  ``promote``/``promote --full`` also work from a Paused rollout (a human decided).
+* A weight write never raises the share of a Deployment that is not available: if stable is
+  unavailable when traffic should go back to it, the weights are held and ``stable.unavailable``
+  is raised (DESIGN §1, "hold and alert").
+* A canary deployed while RollbackFailed starts a new rollout with the same base revision.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+from canary import events as ev
+from canary.analysis import CheckResult, evaluate
+from canary.errors import PlanError
+from canary.model import (
+    ACTIVE_PHASES,
+    ALL_STABLE,
+    CommandName,
+    Decision,
+    Event,
+    LastOutcome,
+    Observation,
+    Outcome,
+    PauseKind,
+    Phase,
+    RollbackProgress,
+    RolloutState,
+    Verdict,
+    Weights,
+    rollback_description,
+    rollout_id,
+)
+from canary.plan import OnTrouble, Plan, plan_from_spec, plan_hash, plan_to_spec
+
+#: First retry of a failed helm rollback after 10 s: long enough for an API-server blip to pass.
+ROLLBACK_BACKOFF = timedelta(seconds=10)
+#: Backoff doubles per failure up to 2 min, so a broken release reaches RollbackFailed quickly.
+ROLLBACK_BACKOFF_MAX = timedelta(minutes=2)
+
+#: Phases in which the canary has a rollout of its own that a new canary supersedes.
+_SUPERSEDABLE = ACTIVE_PHASES - {Phase.ROLLING_BACK}
+
+
+def rollback_backoff(attempts: int) -> timedelta:
+    """Delay before helm attempt ``attempts + 1``."""
+    return min(ROLLBACK_BACKOFF * (1 << max(attempts - 1, 0)), ROLLBACK_BACKOFF_MAX)
+
+
+class _Tick:
+    """The decision under construction: the evolving state, events, weights and actions."""
+
+    def __init__(self, plan: Plan, state: RolloutState, obs: Observation, now: datetime) -> None:
+        self.plan = plan
+        self.obs = obs
+        self.now = now
+        self.s = state
+        self.events: list[Event] = []
+        self.target: Weights | None = None
+        self.consume = False
+        self.rollback_rev: int | None = None
+
+    # -- building blocks ------------------------------------------------------------------
+
+    def emit(self, name: str, *, warning: bool = False, **fields: Any) -> None:
+        if self.s.rollout_id and "rolloutId" not in fields:
+            fields = {"rolloutId": self.s.rollout_id, **fields}
+        self.events.append(Event(name=name, fields=fields, warning=warning))
+
+    def update(self, **changes: Any) -> None:
+        self.s = replace(self.s, **changes)
+
+    def alert_once(self, name: str, reason: str, **fields: Any) -> None:
+        """A warning repeated every tick would flood logs and Events: raise it once per reason."""
+        if self.s.notice != reason:
+            self.update(notice=reason)
+            self.emit(name, warning=True, reason=reason, **fields)
+
+    @property
+    def live(self) -> Weights | None:
+        return self.target if self.target is not None else self.obs.live_weights
+
+    def write(self, weights: Weights, why: str) -> bool:
+        """Set the weights, unless that raises the share of an unavailable Deployment."""
+        live = self.live
+        if weights == live:
+            self.update(weights=weights)
+            return True
+        stable_before = live.stable if live else 0
+        canary_before = live.canary if live else 0
+        if weights.stable > stable_before and not self.obs.stable.available:
+            self.alert_once(
+                ev.STABLE_UNAVAILABLE,
+                f"stable Deployment {self.obs.stable.name} is not available "
+                f"({self.obs.stable.reason or 'replicas not ready'}); weights held at {live}",
+                wanted=weights.to_json(),
+            )
+            return False
+        if weights.canary > canary_before and not self.obs.canary.available:
+            return False
+        self.target = weights
+        self.update(weights=weights)
+        self.emit(
+            ev.WEIGHT_SET,
+            stable=weights.stable,
+            canary=weights.canary,
+            previous=live.to_json() if live else None,
+            why=why,
+        )
+        return True
+
+    def hold_weights(self) -> bool:
+        """We own the weights during a rollout: put back what we last wrote (weight.drift)."""
+        live = self.obs.live_weights
+        if live is None or live == self.s.weights:
+            return True
+        self.emit(
+            ev.WEIGHT_DRIFT,
+            warning=True,
+            live=live.to_json(),
+            expected=self.s.weights.to_json(),
+        )
+        return self.write(self.s.weights, "drift")
+
+    def decision(self, original: RolloutState | None) -> Decision:
+        changed = (
+            original is None
+            or self.s != original
+            or self.target is not None
+            or self.consume
+            or self.rollback_rev is not None
+        )
+        state = replace(self.s, updated_at=self.now) if changed else self.s
+        weights = self.target
+        if weights is not None and weights == self.obs.live_weights:
+            weights = None
+        return Decision(
+            state=state,
+            weights=weights,
+            events=tuple(self.events),
+            consume_command=self.consume,
+            start_rollback=self.rollback_rev,
+            changed=changed,
+        )
+
+
+# -- rollout lifecycle -------------------------------------------------------------------------
+
+
+def _deployed_number(t: _Tick) -> int | None:
+    rel = t.obs.release
+    dep = rel.deployed if rel else None
+    return dep.number if dep else None
+
+
+def _record_base(t: _Tick) -> None:
+    """While canary equals stable, the deployed revision is the rollback target (DESIGN §1)."""
+    number = _deployed_number(t)
+    if number is not None and number != t.s.base_revision and not t.obs.canary_differs:
+        t.update(base_revision=number)
+        t.emit(ev.BASE_RECORDED, baseRevision=number)
+
+
+def _start(t: _Tick, attempt: int, base: int | None) -> None:
+    """A rollout of the live canary begins: Pending, traffic on stable."""
+    rel = t.obs.release
+    revision = rel.latest.number if rel is not None and rel.latest is not None else None
+    if base is None and rel is not None and revision is not None:
+        base = rel.fallback_base(revision)
+        t.emit(
+            ev.BASE_FALLBACK,
+            warning=True,
+            baseRevision=base,
+            reason="base revision unknown (controller installed mid-rollout or state lost); "
+            "using the newest earlier revision that is not failed",
+        )
+    chash = t.obs.canary.template_hash
+    t.s = RolloutState(
+        plan=t.plan.key,
+        phase=Phase.PENDING,
+        rollout_id=rollout_id(chash, attempt),
+        canary_hash=chash,
+        stable_hash=t.obs.stable.template_hash,
+        revision=revision,
+        base_revision=base,
+        step=0,
+        weights=t.s.weights,
+        step_started_at=t.now,
+        plan_hash=plan_hash(t.plan),
+        last=t.s.last,
+        attempt=attempt,
+        spec=plan_to_spec(t.plan),
+    )
+    t.emit(
+        ev.ROLLOUT_STARTED,
+        canaryHash=chash,
+        revision=revision,
+        baseRevision=base,
+        steps=[s.weight for s in t.plan.steps],
+        canary=t.plan.workloads.canary,
+    )
+    t.write(ALL_STABLE, "rollout starts with all traffic on stable")
+
+
+def _end(t: _Tick, outcome: Outcome, reason: str) -> LastOutcome:
+    return LastOutcome(
+        rollout_id=t.s.rollout_id,
+        canary_hash=t.s.canary_hash,
+        outcome=outcome,
+        reason=reason,
+        ended_at=t.now,
+    )
+
+
+def _supersede(t: _Tick, reason: str) -> None:
+    t.update(last=_end(t, Outcome.SUPERSEDED, reason))
+    t.emit(ev.ROLLOUT_SUPERSEDED, reason=reason)
+
+
+def _enter_step(t: _Tick, index: int, why: str) -> bool:
+    """Progressing at step ``index``: write its weight; the hold and the counters restart."""
+    if not t.obs.canary.available:
+        return False
+    step = t.plan.steps[index]
+    t.update(
+        phase=Phase.PROGRESSING,
+        step=index,
+        step_started_at=t.now,
+        passes=0,
+        fails=0,
+        errors=0,
+        inconclusive_since=None,
+        first_fail_at=None,
+        paused=None,
+        reason="",
+    )
+    t.emit(ev.STEP_STARTED, step=index, weight=step.weight, hold=_secs(step.hold))
+    return t.write(Weights.canary_at(step.weight), f"step {index}")
+
+
+def _advance(t: _Tick, why: str) -> None:
+    nxt = t.s.step + 1
+    if nxt < len(t.plan.steps):
+        _enter_step(t, nxt, why)
+        return
+    t.update(phase=Phase.SUCCEEDED, paused=None, reason=why)
+    t.emit(ev.ROLLOUT_SUCCEEDED, reason=why, weights=t.s.weights.to_json())
+
+
+def _begin_rollback(t: _Tick, reason: str) -> None:
+    """Breach: traffic to stable first (if stable can take it), helm afterwards."""
+    t.update(
+        phase=Phase.ROLLING_BACK,
+        reason=reason,
+        paused=None,
+        step_started_at=t.now,
+        rollback=RollbackProgress(limit=t.plan.rollback.retries),
+    )
+    t.emit(ev.ROLLBACK_STARTED, warning=True, reason=reason, baseRevision=t.s.base_revision)
+    # Same decision: the weights write goes first, helm starts once it has succeeded.
+    _rolling_back(t)
+
+
+def _traffic_reverted(t: _Tick) -> None:
+    """All traffic is on stable again; say how long that took after the first failed check."""
+    first = t.s.first_fail_at
+    t.emit(
+        ev.ROLLBACK_TRAFFIC_REVERTED,
+        firstFailAt=_iso(first),
+        secondsSinceFirstFail=(t.now - first).total_seconds() if first else None,
+    )
+
+
+def _on_trouble(t: _Tick, policy: OnTrouble, kind: PauseKind, reason: str) -> None:
+    """errorLimit / inconclusiveTimeout: pause with traffic on stable, or roll back."""
+    if policy is OnTrouble.ROLLBACK:
+        _begin_rollback(t, reason)
+        return
+    t.update(phase=Phase.PAUSED, paused=kind, reason=reason)
+    t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=reason, kind=kind.value)
+    t.write(ALL_STABLE, f"paused: {kind.value}")
+
+
+def _enter_finalising(t: _Tick) -> None:
+    """Canary equals stable again (CI promoted, or reverted): traffic belongs to stable."""
+    if t.s.phase is Phase.SUCCEEDED:
+        last = _end(t, Outcome.SUCCEEDED, "promoted")
+    else:
+        reason = f"canary equals stable again while {t.s.phase.value}: analysis did not finish"
+        last = _end(t, Outcome.BYPASSED, reason)
+        t.emit(ev.ROLLOUT_BYPASSED, warning=True, reason=reason)
+    t.update(phase=Phase.FINALISING, last=last, step_started_at=t.now, paused=None, reason="")
+    t.emit(ev.ROLLOUT_FINALISING, outcome=last.outcome.value)
+    _record_base(t)
+    _finalising(t)
+
+
+# -- checks ------------------------------------------------------------------------------------
+
+
+def _apply_check(t: _Tick) -> bool:
+    """Count this tick's check (if any) and act on the limits. True if the phase changed."""
+    sample = t.obs.metrics
+    s = t.s
+    if sample is None or sample.rollout_id != s.rollout_id or sample.step != s.step:
+        return False
+    a = t.plan.analysis
+    result = evaluate(
+        a,
+        sample,
+        canary_available=t.obs.canary.available,
+        canary_unavailable_reason=t.obs.canary.reason,
+        weights=s.weights,
+    )
+    v = result.verdict
+    if v is Verdict.PASS:
+        t.update(
+            passes=s.passes + 1, fails=0, errors=0, inconclusive_since=None, first_fail_at=None
+        )
+    elif v is Verdict.FAIL:
+        t.update(
+            fails=s.fails + 1,
+            passes=0,
+            errors=0,
+            inconclusive_since=None,
+            first_fail_at=s.first_fail_at or t.now,
+        )
+    elif v is Verdict.ERROR:
+        t.update(errors=s.errors + 1)
+    else:
+        t.update(inconclusive_since=s.inconclusive_since or t.now, errors=0)
+    t.update(last_check_at=t.now)
+    _emit_check(t, result)
+    s = t.s
+    if v is Verdict.FAIL and (result.critical or s.fails >= a.failure_limit):
+        why = (
+            "critical metric failed" if result.critical else f"{s.fails} consecutive failed checks"
+        )
+        _begin_rollback(t, f"{why}: {result.reason}")
+        return True
+    if v is Verdict.ERROR and s.errors >= a.error_limit:
+        _on_trouble(
+            t, a.on_error, PauseKind.ERRORS, f"{s.errors} consecutive check errors: {result.reason}"
+        )
+        return True
+    if (
+        v is Verdict.INCONCLUSIVE
+        and s.inconclusive_since is not None
+        and t.now - s.inconclusive_since >= a.inconclusive_timeout
+    ):
+        _on_trouble(
+            t,
+            a.on_inconclusive,
+            PauseKind.INCONCLUSIVE,
+            f"inconclusive for {_secs(t.now - s.inconclusive_since)}: {result.reason}",
+        )
+        return True
+    return False
+
+
+_CHECK_EVENTS = {
+    Verdict.PASS: ev.CHECK_PASSED,
+    Verdict.FAIL: ev.CHECK_FAILED,
+    Verdict.ERROR: ev.CHECK_ERROR,
+    Verdict.INCONCLUSIVE: ev.CHECK_INCONCLUSIVE,
+}
+
+
+def _emit_check(t: _Tick, result: CheckResult) -> None:
+    t.emit(
+        _CHECK_EVENTS[result.verdict],
+        warning=result.verdict is not Verdict.PASS,
+        step=t.s.step,
+        weight=t.s.weights.canary,
+        passes=t.s.passes,
+        fails=t.s.fails,
+        errors=t.s.errors,
+        **result.to_fields(),
+    )
+
+
+# -- commands ----------------------------------------------------------------------------------
+
+
+def _command(t: _Tick) -> bool:
+    """Apply ``canary.dev/command``; consumed in the same write. True if the phase changed."""
+    obs, s = t.obs, t.s
+    if obs.command_error:
+        t.consume = True
+        t.emit(ev.COMMAND_DROPPED, warning=True, reason=obs.command_error)
+        return False
+    cmd = obs.command
+    if cmd is None:
+        return False
+    t.consume = True
+    if cmd.rollout_id != s.rollout_id:
+        current = s.rollout_id or "none"
+        t.emit(
+            ev.COMMAND_DROPPED,
+            warning=True,
+            cmd=cmd.cmd.value,
+            by=cmd.by,
+            reason=f"command for rollout {cmd.rollout_id}, but the current rollout is {current}",
+        )
+        return False
+
+    def drop(reason: str) -> bool:
+        t.emit(ev.COMMAND_DROPPED, warning=True, cmd=cmd.cmd.value, by=cmd.by, reason=reason)
+        return False
+
+    def accept() -> None:
+        t.emit(ev.COMMAND_ACCEPTED, cmd=cmd.cmd.value, by=cmd.by, phase=s.phase.value)
+
+    name, phase = cmd.cmd, s.phase
+    by = cmd.by or "unknown"
+    if name is CommandName.ABORT:
+        if phase in _SUPERSEDABLE:
+            accept()
+            _begin_rollback(t, f"aborted by {by}")
+            return True
+        if phase is Phase.ROLLBACK_FAILED:
+            accept()
+            rb = s.rollback or RollbackProgress()
+            t.update(
+                phase=Phase.ROLLING_BACK,
+                rollback=replace(rb, limit=rb.attempts + 1, started_at=None),
+                reason=f"abort by {by}: one more helm rollback attempt",
+            )
+            t.emit(ev.ROLLBACK_STARTED, warning=True, reason=t.s.reason)
+            return True
+        return drop(f"nothing to abort in phase {phase.value}")
+    if name is CommandName.PAUSE:
+        if phase is not Phase.PROGRESSING:
+            return drop(f"pause needs a Progressing rollout, this one is {phase.value}")
+        accept()
+        t.update(phase=Phase.PAUSED, paused=PauseKind.MANUAL, reason=f"paused by {by}")
+        t.emit(ev.ROLLOUT_PAUSED, reason=t.s.reason, kind=PauseKind.MANUAL.value)
+        return True
+    if name is CommandName.RESUME:
+        if phase is not Phase.PAUSED:
+            return drop(f"resume needs a Paused rollout, this one is {phase.value}")
+        if s.paused is PauseKind.INVALID_PLAN and obs.plan_error:
+            return drop(f"the plan is still invalid: {obs.plan_error}")
+        if not obs.canary.available:
+            return drop("the canary Deployment is not available; traffic stays on stable")
+        accept()
+        t.emit(ev.ROLLOUT_RESUMED, step=s.step, by=by)
+        _enter_step(t, s.step, f"resumed by {by}")
+        return True
+    if name in (CommandName.PROMOTE, CommandName.PROMOTE_FULL):
+        if phase not in (Phase.PROGRESSING, Phase.PAUSED):
+            return drop(f"promote needs a Progressing or Paused rollout, this one is {phase.value}")
+        if not obs.canary.available:
+            return drop("the canary Deployment is not available")
+        accept()
+        full = name is CommandName.PROMOTE_FULL
+        t.emit(ev.ROLLOUT_PROMOTED, by=by, full=full, step=s.step)
+        if full:
+            if t.write(Weights.canary_at(100), f"promote --full by {by}"):
+                t.update(step=len(t.plan.steps) - 1)
+                _advance(t, f"promoted to 100 % by {by}")
+        else:
+            _advance(t, f"promoted by {by}")
+        return True
+    # retry
+    if phase is not Phase.ROLLED_BACK:
+        return drop(f"retry needs a RolledBack rollout, this one is {phase.value}")
+    if obs.canary.template_hash != s.canary_hash:
+        return drop(
+            "the rolled-back canary is not deployed; run the helm upgrade with it again, then retry"
+        )
+    accept()
+    _start(t, s.attempt + 1, s.base_revision)
+    return True
+
+
+# -- phases ------------------------------------------------------------------------------------
+
+
+def _idle(t: _Tick) -> None:
+    if not t.obs.canary_differs:
+        _record_base(t)
+        return
+    _start(t, 1, t.s.base_revision)
+
+
+def _pending(t: _Tick) -> None:
+    if t.obs.canary.available:
+        _enter_step(t, 0, "canary available")
+        return
+    started = t.s.step_started_at or t.now
+    if t.now - started >= t.plan.progress_deadline:
+        why = t.obs.canary.reason or "replicas not available"
+        _begin_rollback(
+            t,
+            f"canary {t.plan.workloads.canary} not available within progressDeadline "
+            f"{_secs(t.plan.progress_deadline)}: {why}",
+        )
+        return
+    t.hold_weights()
+
+
+def _progressing(t: _Tick) -> None:
+    t.hold_weights()
+    if _apply_check(t):
+        return
+    s = t.s
+    step = t.plan.steps[s.step]
+    started = s.step_started_at or t.now
+    if t.now - started >= step.hold and s.passes >= t.plan.analysis.required_passes:
+        _advance(t, f"step {s.step} passed {s.passes} checks")
+
+
+def _paused(t: _Tick) -> None:
+    t.hold_weights()
+    if t.s.paused is PauseKind.MANUAL:
+        # Weights held, checks go on, and a breach still rolls back (DESIGN §4).
+        _apply_check(t)
+
+
+def _succeeded(t: _Tick) -> None:
+    t.hold_weights()
+
+
+def _finalising(t: _Tick) -> None:
+    if t.obs.stable.available and t.write(
+        ALL_STABLE, "finalise: stable carries the promoted version"
+    ):
+        t.update(phase=Phase.IDLE, spec=None, reason="", step=0)
+        t.emit(ev.ROLLOUT_FINALISED, outcome=t.s.last.outcome.value if t.s.last else None)
+        _record_base(t)
+        return
+    started = t.s.step_started_at or t.now
+    if t.now - started >= t.plan.finalise_timeout:
+        t.alert_once(
+            ev.ROLLOUT_FINALISE_STALLED,
+            f"stable {t.plan.workloads.stable} not available "
+            f"{_secs(t.plan.finalise_timeout)} after promotion: {t.obs.stable.reason}",
+        )
+
+
+def _rolling_back(t: _Tick) -> None:
+    obs, s = t.obs, t.s
+    if t.live != ALL_STABLE:
+        if not t.write(ALL_STABLE, "rollback"):
+            return  # stable unavailable: hold and alert, no helm
+        _traffic_reverted(t)
+    rel = obs.release
+    if rel is None:
+        return
+    job = obs.rollback_job
+    base = s.base_revision
+    deployed = rel.deployed
+    moved_on = deployed is not None and s.revision is not None and deployed.number > s.revision
+    ours = (
+        moved_on
+        and deployed is not None
+        and base is not None
+        and deployed.description == rollback_description(base)
+    )
+    if ours and deployed is not None and not rel.pending and not (job and job.running):
+        t.emit(
+            ev.ROLLBACK_HELM_SUCCEEDED,
+            revision=deployed.number,
+            baseRevision=base,
+            confirmedFrom="helm exit 0 and history" if job and job.ok else "history",
+        )
+        reason = s.reason
+        if obs.canary_differs:
+            reason += "; note: canary still differs from stable after the rollback"
+        t.update(
+            phase=Phase.ROLLED_BACK,
+            rollback_revision=deployed.number,
+            last=_end(t, Outcome.ROLLED_BACK, reason),
+        )
+        t.emit(ev.ROLLOUT_ROLLED_BACK, reason=reason, revision=deployed.number, baseRevision=base)
+        return
+    if moved_on and not ours and not rel.pending and deployed is not None:
+        _supersede(t, f"release moved on to revision {deployed.number}; no rollback over it")
+        if obs.canary_differs:
+            _start(t, 1, base)
+        else:
+            t.update(phase=Phase.IDLE, spec=None, reason="")
+            _record_base(t)
+        return
+    if rel.pending or (job is not None and job.running):
+        t.alert_once(
+            ev.ROLLBACK_WAITING,
+            f"release {t.plan.release.name} is "
+            f"{rel.latest.status.value if rel.latest else 'busy'}; waiting for helm to settle",
+        )
+        return
+    if base is None:
+        t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, "no base"))
+        t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason="no base revision to roll back to")
+        return
+    rb = s.rollback or RollbackProgress(limit=t.plan.rollback.retries)
+    if rb.attempts > rb.failures:
+        if job is not None and not job.ok:
+            error = job.error or "helm rollback failed"
+        else:
+            error = (
+                f"no deployed revision described '{rollback_description(base)}' after the attempt"
+            )
+        rb = replace(rb, failures=rb.attempts, error=error)
+        t.update(rollback=rb)
+        t.emit(ev.ROLLBACK_HELM_FAILED, warning=True, attempt=rb.attempts, error=error)
+        if rb.failures >= rb.limit:
+            reason = f"helm rollback to {base} failed {rb.failures} times: {error}"
+            t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, reason))
+            t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason=reason)
+            return
+    if rb.started_at is None or t.now >= rb.started_at + rollback_backoff(rb.attempts):
+        rb = replace(rb, attempts=rb.attempts + 1, started_at=t.now)
+        t.update(rollback=rb)
+        t.rollback_rev = base
+        t.emit(
+            ev.ROLLBACK_HELM_STARTED,
+            release=t.plan.release.name,
+            revision=base,
+            attempt=rb.attempts,
+            timeout=_secs(t.plan.rollback.timeout),
+        )
+
+
+def _rolled_back(t: _Tick) -> None:
+    obs, s = t.obs, t.s
+    if not obs.canary_differs:
+        _record_base(t)
+        return
+    if _deployed_number(t) == s.rollback_revision:
+        return  # the canary our own rollback left: never a rollout
+    if obs.canary.template_hash == s.canary_hash:
+        held = f"canary {s.canary_hash[:10]} was rolled back; `canary retry` restarts it"
+        if s.reason != held:
+            t.update(reason=held)
+        return
+    _start(t, 1, s.base_revision)
+
+
+def _rollback_failed(t: _Tick) -> None:
+    obs, s = t.obs, t.s
+    t.hold_weights()
+    if not obs.canary_differs:
+        t.update(phase=Phase.IDLE, spec=None, reason="release fixed: canary equals stable")
+        t.emit(ev.ROLLOUT_RECOVERED, reason=t.s.reason)
+        _record_base(t)
+        return
+    if obs.canary.template_hash != s.canary_hash:
+        _start(t, 1, s.base_revision)
+
+
+_HANDLERS = {
+    Phase.IDLE: _idle,
+    Phase.PENDING: _pending,
+    Phase.PROGRESSING: _progressing,
+    Phase.PAUSED: _paused,
+    Phase.SUCCEEDED: _succeeded,
+    Phase.FINALISING: _finalising,
+    Phase.ROLLING_BACK: _rolling_back,
+    Phase.ROLLED_BACK: _rolled_back,
+    Phase.ROLLBACK_FAILED: _rollback_failed,
+}
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def decide(plan: Plan, state: RolloutState | None, obs: Observation, now: datetime) -> Decision:
+    """One tick for one plan. ``plan`` is the plan in force (see :func:`plan_in_force`);
+    ``state`` is None when the annotation is missing or unreadable (``obs.state_lost`` says
+    which)."""
+    original = state
+    t = _Tick(plan, state or RolloutState(plan=plan.key), obs, now)
+    _run(t, state is None)
+    return t.decision(original)
+
+
+def _run(t: _Tick, no_state: bool) -> None:
+    obs = t.obs
+    if no_state:
+        stripped = obs.live_weights is not None and obs.live_weights != ALL_STABLE
+        if obs.state_lost or stripped:
+            reason = obs.state_lost or (
+                f"{t.plan.key}: no canary.dev/state annotation but weights are {obs.live_weights}"
+            )
+            t.emit(ev.STATE_LOST, warning=True, reason=reason)
+            t.update(weights=obs.live_weights or ALL_STABLE)
+            t.write(ALL_STABLE, "state lost")
+    if obs.route_error:
+        t.alert_once(ev.ROUTE_INVALID, obs.route_error)
+        return
+    if obs.plan_deleted:
+        t.consume = obs.command is not None or bool(obs.command_error)
+        if t.s.phase is not Phase.IDLE or t.live != ALL_STABLE:
+            t.emit(ev.PLAN_DELETED, warning=True, phase=t.s.phase.value)
+            if t.write(ALL_STABLE, "plan deleted"):
+                t.update(phase=Phase.IDLE, spec=None, reason="plan deleted: traffic on stable")
+        return
+    s = t.s
+    if obs.plan_error and s.phase in _SUPERSEDABLE and s.paused is not PauseKind.INVALID_PLAN:
+        t.emit(ev.PLAN_INVALID, warning=True, reason=obs.plan_error)
+        t.update(phase=Phase.PAUSED, paused=PauseKind.INVALID_PLAN, reason=obs.plan_error)
+        t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=obs.plan_error, kind="invalid-plan")
+        t.write(ALL_STABLE, "plan invalid")
+        return
+    phase = s.phase
+    if phase in _SUPERSEDABLE or phase is Phase.FINALISING:
+        chash = obs.canary.template_hash
+        if obs.canary_differs and chash != s.canary_hash:
+            if phase is not Phase.FINALISING:
+                _supersede(t, f"canary changed to {chash[:10]}")
+            _start(t, 1, s.base_revision)
+            return
+        if not obs.canary_differs and phase is not Phase.FINALISING:
+            _enter_finalising(t)
+            return
+    if _command(t):
+        return
+    _HANDLERS[t.s.phase](t)
+
+
+def wants_check(state: RolloutState | None) -> bool:
+    """Whether this tick should query metrics for the rollout (checks go on in a manual pause)."""
+    if state is None:
+        return False
+    return state.phase is Phase.PROGRESSING or (
+        state.phase is Phase.PAUSED and state.paused is PauseKind.MANUAL
+    )
+
+
+def plan_in_force(current: Plan | None, state: RolloutState | None) -> Plan | None:
+    """The plan a tick uses: the snapshot taken when the rollout started, while one is under
+    way (edits apply to the next rollout); else the current plan."""
+    if state is not None and state.spec is not None and state.phase is not Phase.IDLE:
+        ns, _, name = state.plan.partition("/")
+        try:
+            return plan_from_spec(dict(state.spec), name=name, namespace=ns)
+        except PlanError:  # a snapshot that no longer validates: fall back to the current plan
+            return current
+    return current
+
+
+def _secs(delta: timedelta) -> str:
+    total = int(delta.total_seconds())
+    minutes, secs = divmod(total, 60)
+    if minutes and secs:
+        return f"{minutes}m{secs}s"
+    return f"{minutes}m" if minutes else f"{secs}s"
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value else None

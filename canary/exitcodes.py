@@ -1,0 +1,48 @@
+"""Exit codes of ``canary wait`` and ``canary simulate`` (DESIGN §5). CI scripts branch on them."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from canary.model import Outcome, Phase, RolloutState
+
+SUCCEEDED: Final = 0
+ROLLED_BACK: Final = 1
+USAGE: Final = 2
+TIMEOUT: Final = 3
+ROLLBACK_FAILED: Final = 4
+SUPERSEDED: Final = 5
+PAUSED: Final = 6
+
+_BY_OUTCOME: Final = {
+    Outcome.SUCCEEDED: SUCCEEDED,
+    Outcome.ROLLED_BACK: ROLLED_BACK,
+    Outcome.ROLLBACK_FAILED: ROLLBACK_FAILED,
+    Outcome.SUPERSEDED: SUPERSEDED,
+}
+
+
+def verdict_of(state: RolloutState | None, rollout_id: str | None = None) -> int | None:
+    """The exit code a rollout has earned so far, or None while it is still running.
+
+    ``rollout_id`` binds the answer to one rollout: an older rollout's outcome never counts,
+    and a newer one means ours was superseded.
+    """
+    if state is None:
+        return None
+    if rollout_id is not None and state.rollout_id != rollout_id:
+        if state.last is not None and state.last.rollout_id == rollout_id:
+            return _BY_OUTCOME.get(state.last.outcome)
+        return SUPERSEDED if state.rollout_id else None
+    if state.phase is Phase.SUCCEEDED:
+        return SUCCEEDED
+    if state.phase is Phase.PAUSED:
+        return PAUSED
+    ended = (Phase.ROLLED_BACK, Phase.ROLLBACK_FAILED, Phase.FINALISING, Phase.IDLE)
+    if (
+        state.phase in ended
+        and state.last is not None
+        and state.last.rollout_id == state.rollout_id
+    ):
+        return _BY_OUTCOME.get(state.last.outcome)
+    return None
