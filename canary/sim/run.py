@@ -1,0 +1,187 @@
+"""Drive the real controller over a :class:`SimWorld`: ``canary simulate``, ``canary demo``
+and the scenario tests all run through here, so what the demo shows is what the tests assert.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, TextIO
+
+from canary import exitcodes
+from canary.controller import Controller, Ports
+from canary.events import Emitter, Listener
+from canary.model import Phase, RolloutState, state_from_json
+from canary.plan import Plan
+from canary.sim.scenarios import SCENARIOS, Scenario
+from canary.sim.world import SimWorld
+
+#: Simulated time between ticks: a sixth of the default check interval, like a watch-driven
+#: controller that also wakes on its interval job.
+DEFAULT_TICK = timedelta(seconds=5)
+#: Long enough for 3 steps × (hold + checks) plus a rollback, with a wide margin.
+DEFAULT_LIMIT = timedelta(hours=2)
+
+__all__ = ["DEFAULT_LIMIT", "DEFAULT_TICK", "SCENARIOS", "SimResult", "demo", "simulate"]
+
+
+@dataclass
+class SimResult:
+    exit_code: int
+    summary: str
+    state: RolloutState | None
+    world: SimWorld
+    events: list[str] = field(default_factory=list)
+
+
+class _Recorder:
+    def __init__(self, listener: Listener | None) -> None:
+        self.names: list[str] = []
+        self.records: list[Mapping[str, Any]] = []
+        self.listener = listener
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        self.names.append(str(record.get("event")))
+        self.records.append(record)
+        if self.listener is not None:
+            self.listener(record)
+
+
+def controller_for(world: SimWorld, listener: Listener | None = None) -> Controller:
+    ports = Ports(
+        router=world.router,
+        workloads=world.workloads,
+        metrics=world.metrics,
+        releases=world.releases,
+        clock=world.clock,
+    )
+    listeners = [listener] if listener is not None else []
+    return Controller(
+        ports=ports,
+        emitter=Emitter(world.events, listeners=listeners),
+        plans={world.plan.key: world.plan},
+    )
+
+
+def current_state(world: SimWorld) -> RolloutState | None:
+    raw = world.state_raw()
+    return state_from_json(raw) if raw is not None else None
+
+
+def run_until(
+    world: SimWorld,
+    ctrl: Controller,
+    done: Callable[[RolloutState | None], bool],
+    *,
+    tick: timedelta = DEFAULT_TICK,
+    limit: timedelta = DEFAULT_LIMIT,
+) -> bool:
+    """Tick and advance simulated time until ``done(state)``; False if ``limit`` passed first."""
+    deadline = world.clock.now() + limit
+    while True:
+        ctrl.tick()
+        if done(current_state(world)):
+            return True
+        if world.clock.now() >= deadline:
+            return False
+        world.advance(tick)
+
+
+def simulate(
+    plan: Plan,
+    scenario: Scenario,
+    *,
+    listener: Listener | None = None,
+    limit: timedelta = DEFAULT_LIMIT,
+    tick: timedelta = DEFAULT_TICK,
+) -> SimResult:
+    """Release the scenario's canary and run until the rollout has a verdict (DESIGN §5)."""
+    world = SimWorld.create(plan, scenario)
+    recorder = _Recorder(listener)
+    ctrl = controller_for(world, recorder)
+    ctrl.tick()  # Idle: the base revision is recorded
+    world.release_canary()
+    code: list[int] = []
+
+    def done(state: RolloutState | None) -> bool:
+        verdict = exitcodes.verdict_of(state) if state and state.rollout_id else None
+        if verdict is not None:
+            code.append(verdict)
+        return verdict is not None
+
+    finished = run_until(world, ctrl, done, tick=tick, limit=limit)
+    state = current_state(world)
+    if not finished:
+        return SimResult(
+            exitcodes.TIMEOUT, f"no verdict within {limit}", state, world, recorder.names
+        )
+    phase = state.phase.value if state else "?"
+    reason = (
+        state.last.reason
+        if state and state.last and state.phase is not Phase.PAUSED
+        else state.reason
+        if state
+        else ""
+    )
+    return SimResult(
+        code[0], f"{phase}: {reason}" if reason else phase, state, world, recorder.names
+    )
+
+
+def demo(plan: Plan, listener: Listener, out: TextIO) -> int:
+    """A good release and then a bad one, back to back, on the simulator (``canary demo``)."""
+    good = SCENARIOS["good"]
+    bad = SCENARIOS["bad-errors"]
+    world = SimWorld.create(plan, good)
+    bad_image = good.canary_image.rsplit(":", 1)[0] + ":bad"
+    world.mesh.behaviours[bad_image] = bad.canary
+    recorder = _Recorder(listener)
+    ctrl = controller_for(world, recorder)
+
+    def say(text: str) -> None:
+        print(f"\n── {text}", file=out, flush=True)
+
+    say(
+        f"{plan.key}: release {plan.release.name} installed; all traffic on {plan.workloads.stable}"
+    )
+    ctrl.tick()
+
+    say(
+        f"CI: helm upgrade {plan.release.name} --set canary.image={good.canary_image}   "
+        "(a good release)"
+    )
+    world.release_canary(good.canary_image)
+    ok_good = run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.SUCCEEDED)
+
+    say("CI: `canary wait` exited 0 → promote: helm upgrade giving stable the canary's template")
+    world.promote()
+    ok_idle = run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.IDLE)
+
+    say(f"CI: helm upgrade {plan.release.name} --set canary.image={bad_image}   (a bad release)")
+    world.release_canary(bad_image)
+    first = len(recorder.records)
+    ok_bad = run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLED_BACK)
+
+    state = current_state(world)
+    bad_records = recorder.records[first:]
+    failed_at = next((r.get("at") for r in bad_records if r["event"] == "check.failed"), None)
+    safe_at = next(
+        (r.get("at") for r in bad_records if r["event"] == "rollback.traffic_reverted"), None
+    )
+    calls = [f"helm rollback {c.release.name} {c.revision}" for c in world.cluster.helm_calls]
+    say("summary")
+    good_text = "Succeeded, promoted, back to Idle" if ok_good and ok_idle else "FAILED"
+    print(f"   good release: {good_text}", file=out)
+    print(
+        f"   bad release:  {state.phase.value if state else '?'} — "
+        f"{state.last.reason if state and state.last else ''}",
+        file=out,
+    )
+    print(f"   first failed check {failed_at}, traffic on stable {safe_at}", file=out)
+    print(
+        f"   helm calls: {', '.join(calls) or 'none'}; base revision "
+        f"{state.base_revision if state else '?'}",
+        file=out,
+    )
+    return 0 if ok_good and ok_idle and ok_bad else 1
