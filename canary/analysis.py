@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from canary.model import MetricsSample, MetricValue, Verdict, Weights
-from canary.plan import Analysis, Metric, MetricType
+from canary.plan import Analysis, Metric
 
 #: A tick that fires a hair early (scheduler jitter) must not skip a whole interval.
 INTERVAL_TOLERANCE = timedelta(seconds=1)
@@ -161,8 +161,8 @@ def judge_metric(
         base |= {"stable_query": value.stable_query, "stable_value": value.stable_value}
     if value.error:
         return MetricResult(verdict=Verdict.ERROR, reason=f"query failed: {value.error}", **base)
-    # Custom queries count their own population; istio metrics need enough canary requests.
-    if metric.type is not MetricType.CUSTOM and not enough_canary:
+    # Fewer canary requests than minRequests: no metric, custom ones included, has data.
+    if not enough_canary:
         return MetricResult(
             verdict=Verdict.INCONCLUSIVE, reason="fewer canary requests than minRequests", **base
         )

@@ -69,6 +69,8 @@ class _Tick:
         self.target: Weights | None = None
         self.consume = False
         self.rollback_rev: int | None = None
+        self.active_before = frozenset(state.notices)
+        self.raised: list[str] = []
 
     # -- building blocks ------------------------------------------------------------------
 
@@ -80,15 +82,37 @@ class _Tick:
     def update(self, **changes: Any) -> None:
         self.s = replace(self.s, **changes)
 
-    def alert_once(self, name: str, reason: str, **fields: Any) -> None:
-        """A warning repeated every tick would flood logs and Events: raise it once per reason."""
-        if self.s.notice != reason:
-            self.update(notice=reason)
-            self.emit(name, warning=True, reason=reason, **fields)
+    def alert_once(self, name: str, reason: str, key: str = "", **fields: Any) -> None:
+        """A warning repeated every tick would flood logs and Events: it is emitted when its
+        condition starts (``key``, default the event name, however its wording changes) and
+        again only after a tick on which the condition did not hold."""
+        notice = key or name
+        if notice not in self.raised:
+            self.raised.append(notice)
+            if notice not in self.active_before:
+                self.emit(name, warning=True, reason=reason, **fields)
 
     @property
     def live(self) -> Weights | None:
         return self.target if self.target is not None else self.obs.live_weights
+
+    def blocked(self, weights: Weights) -> str:
+        """Why ``weights`` may not be written now ("" if they may): never raise the share of a
+        Deployment that is not available (DESIGN §1)."""
+        live = self.live
+        if weights == live:
+            return ""
+        if weights.stable > (live.stable if live else 0) and not self.obs.stable.available:
+            return (
+                f"stable Deployment {self.obs.stable.name} is not available "
+                f"({self.obs.stable.reason or 'replicas not ready'}); weights held at {live}"
+            )
+        if weights.canary > (live.canary if live else 0) and not self.obs.canary.available:
+            return (
+                f"canary Deployment {self.obs.canary.name} is not available "
+                f"({self.obs.canary.reason or 'replicas not ready'}); weights held at {live}"
+            )
+        return ""
 
     def write(self, weights: Weights, why: str) -> bool:
         """Set the weights, unless that raises the share of an unavailable Deployment."""
@@ -96,17 +120,10 @@ class _Tick:
         if weights == live:
             self.update(weights=weights)
             return True
-        stable_before = live.stable if live else 0
-        canary_before = live.canary if live else 0
-        if weights.stable > stable_before and not self.obs.stable.available:
-            self.alert_once(
-                ev.STABLE_UNAVAILABLE,
-                f"stable Deployment {self.obs.stable.name} is not available "
-                f"({self.obs.stable.reason or 'replicas not ready'}); weights held at {live}",
-                wanted=weights.to_json(),
-            )
-            return False
-        if weights.canary > canary_before and not self.obs.canary.available:
+        refused = self.blocked(weights)
+        if refused:
+            if weights.stable > (live.stable if live else 0):
+                self.alert_once(ev.STABLE_UNAVAILABLE, refused, wanted=weights.to_json())
             return False
         self.target = weights
         self.update(weights=weights)
@@ -119,20 +136,26 @@ class _Tick:
         )
         return True
 
-    def hold_weights(self) -> bool:
-        """We own the weights during a rollout: put back what we last wrote (weight.drift)."""
+    def hold_weights(self, target: Weights | None = None) -> bool:
+        """We own the weights during a rollout: put back ``target`` (default: what we last
+        wrote). A rewrite of weights we had written is a ``weight.drift``; one refused
+        (a Deployment is unavailable) is reported once, not every tick. True if rewritten."""
+        want = target or self.s.weights
         live = self.obs.live_weights
-        if live is None or live == self.s.weights:
-            return True
-        self.emit(
-            ev.WEIGHT_DRIFT,
-            warning=True,
-            live=live.to_json(),
-            expected=self.s.weights.to_json(),
-        )
-        return self.write(self.s.weights, "drift")
+        if live is None or live == want:
+            return False
+        drift = self.s.weights == want
+        refused = self.blocked(want)
+        if refused:
+            name = ev.WEIGHT_DRIFT if drift else ev.STABLE_UNAVAILABLE
+            self.alert_once(name, f"cannot restore {want}: {refused}", expected=want.to_json())
+            return False
+        if drift:
+            self.emit(ev.WEIGHT_DRIFT, warning=True, live=live.to_json(), expected=want.to_json())
+        return self.write(want, "drift" if drift else "traffic to stable")
 
     def decision(self, original: RolloutState | None) -> Decision:
+        self.s = replace(self.s, notices=tuple(sorted(self.raised)))
         changed = (
             original is None
             or self.s != original
@@ -460,6 +483,8 @@ def _command(t: _Tick) -> bool:
     if name in (CommandName.PROMOTE, CommandName.PROMOTE_FULL):
         if phase not in (Phase.PROGRESSING, Phase.PAUSED):
             return drop(f"promote needs a Progressing or Paused rollout, this one is {phase.value}")
+        if obs.plan_error:
+            return drop(f"the plan is invalid: {obs.plan_error}")
         if not obs.canary.available:
             return drop("the canary Deployment is not available")
         accept()
@@ -507,11 +532,15 @@ def _pending(t: _Tick) -> None:
             f"{_secs(t.plan.progress_deadline)}: {why}",
         )
         return
-    t.hold_weights()
+    t.hold_weights(ALL_STABLE)
 
 
 def _progressing(t: _Tick) -> None:
-    t.hold_weights()
+    if t.hold_weights():
+        # The weights were rewritten: the window must not reach back into the drift, and a
+        # new settle begins (DESIGN §3). The hold restarts; fails are kept (safety).
+        t.update(step_started_at=t.now, passes=0)
+        return
     if _apply_check(t):
         return
     s = t.s
@@ -522,7 +551,9 @@ def _progressing(t: _Tick) -> None:
 
 
 def _paused(t: _Tick) -> None:
-    t.hold_weights()
+    if t.hold_weights():
+        t.update(step_started_at=t.now, passes=0)  # as in _progressing: a new window
+        return
     if t.s.paused is PauseKind.MANUAL:
         # Weights held, checks go on, and a breach still rolls back (DESIGN §4).
         _apply_check(t)
@@ -561,13 +592,17 @@ def _rolling_back(t: _Tick) -> None:
     job = obs.rollback_job
     base = s.base_revision
     deployed = rel.deployed
-    moved_on = deployed is not None and s.revision is not None and deployed.number > s.revision
+    # Revisions after the one that brought the canary (after the base, if that is unknown).
+    floor = s.revision if s.revision is not None else base
+    newer = deployed is not None and floor is not None and deployed.number > floor
     ours = (
-        moved_on
+        newer
         and deployed is not None
         and base is not None
         and deployed.description == rollback_description(base)
     )
+    # Only with a known canary revision can a newer one be told apart from the canary's own.
+    moved_on = newer and s.revision is not None
     if ours and deployed is not None and not rel.pending and not (job and job.running):
         t.emit(
             ev.ROLLBACK_HELM_SUCCEEDED,
@@ -698,14 +733,18 @@ def _run(t: _Tick, no_state: bool) -> None:
             t.update(weights=obs.live_weights or ALL_STABLE)
             t.write(ALL_STABLE, "state lost")
     if obs.route_error:
-        t.alert_once(ev.ROUTE_INVALID, obs.route_error)
+        t.alert_once(ev.ROUTE_INVALID, obs.route_error, key=f"route:{obs.route_error}")
         return
     if obs.plan_deleted:
         t.consume = obs.command is not None or bool(obs.command_error)
         if t.s.phase is not Phase.IDLE or t.live != ALL_STABLE:
+            refused = t.blocked(ALL_STABLE)
+            if refused:
+                t.alert_once(ev.PLAN_DELETED, f"plan deleted, but {refused}")
+                return
             t.emit(ev.PLAN_DELETED, warning=True, phase=t.s.phase.value)
-            if t.write(ALL_STABLE, "plan deleted"):
-                t.update(phase=Phase.IDLE, spec=None, reason="plan deleted: traffic on stable")
+            t.write(ALL_STABLE, "plan deleted")
+            t.update(phase=Phase.IDLE, spec=None, reason="plan deleted: traffic on stable")
         return
     s = t.s
     if obs.plan_error and s.phase in _SUPERSEDABLE and s.paused is not PauseKind.INVALID_PLAN:

@@ -123,7 +123,7 @@ class RolloutState:
     """The persisted state of one plan (DESIGN §4), plus the few fields decide needs on top.
 
     Fields beyond the DESIGN list (``paused``, ``rollback``, ``lastCheckAt``, ``firstFailAt``,
-    ``rollbackRevision``, ``attempt``, ``notice``, ``spec``) exist because no decision may
+    ``rollbackRevision``, ``attempt``, ``notices``, ``spec``) exist because no decision may
     depend on the memory of an earlier tick: whatever decide needs next time must be here.
     """
 
@@ -152,7 +152,8 @@ class RolloutState:
     rollback: RollbackProgress | None = None
     rollback_revision: int | None = None  # revision our own rollback created
     attempt: int = 0  # the <attempt> of rollout_id
-    notice: str = ""  # the last repeated warning raised (raised once, not every tick)
+    #: warnings whose condition still holds (raised once when they start, not every tick)
+    notices: tuple[str, ...] = ()
     spec: Mapping[str, Any] | None = None  # plan snapshot taken when the rollout started
 
     def evolve(self, **changes: Any) -> RolloutState:
@@ -413,8 +414,8 @@ def state_to_json(state: RolloutState) -> str:
         doc["rollbackRevision"] = state.rollback_revision
     if state.attempt:
         doc["attempt"] = state.attempt
-    if state.notice:
-        doc["notice"] = state.notice
+    if state.notices:
+        doc["notices"] = list(state.notices)
     if state.spec is not None:
         doc["spec"] = state.spec
     return json.dumps(doc, separators=(",", ":"), sort_keys=False)
@@ -495,7 +496,7 @@ def state_from_json(raw: str) -> RolloutState:
             rollback=rollback,
             rollback_revision=_opt_int(doc.get("rollbackRevision")),
             attempt=_int(doc.get("attempt")),
-            notice=str(doc.get("notice", "")),
+            notices=tuple(str(n) for n in doc.get("notices") or ()),
             spec=spec,
         )
     except (ValueError, KeyError, TypeError) as exc:
