@@ -14,16 +14,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+from canary import events as ev
 from canary.analysis import check_window
 from canary.decide import decide, plan_in_force, wants_check
-from canary.errors import ConflictError, HelmError
+from canary.errors import CanaryError, ConflictError, HelmError, TransientError
 from canary.events import Emitter
 from canary.model import (
     Command,
     Decision,
+    Event,
     MetricsSample,
     Observation,
     Phase,
@@ -103,7 +105,11 @@ class Controller:
             seen = self._observe_all(todo)
             again: list[str] = []
             for key, s in seen.items():
-                decision = self._decide_and_act(s)
+                try:
+                    decision = self._decide_and_act(s)
+                except CanaryError as exc:  # one rollout's trouble never stops the others
+                    self._failed(key, "act", exc)
+                    continue
                 out[key] = decision
                 if decision.start_rollback is not None:
                     again.append(key)
@@ -118,13 +124,25 @@ class Controller:
         now = self.ports.clock.now()
         seen: dict[str, _Seen] = {}
         for key in keys:
-            s = self._observe(key)
+            try:
+                s = self._observe(key)
+            except CanaryError as exc:
+                self._failed(key, "observe", exc)
+                continue
             if s is not None:
                 seen[key] = s
         requests = [s.request for s in seen.values() if s.request is not None]
         samples: Mapping[str, MetricsSample] = {}
         if requests:
-            samples = self.ports.metrics.sample(requests, now)
+            try:
+                samples = self.ports.metrics.sample(requests, now)
+            except CanaryError as exc:  # the whole batch failed: every check is an ERROR
+                samples = {
+                    r.plan: MetricsSample(
+                        rollout_id=r.rollout_id, step=r.step, window=r.window, error=str(exc)
+                    )
+                    for r in requests
+                }
         for key, s in seen.items():
             if s.request is not None:
                 sample = samples.get(key) or MetricsSample(
@@ -234,8 +252,19 @@ class Controller:
             self.on_decision(plan, decision)
         return decision
 
+    def _failed(self, key: str, stage: str, exc: CanaryError) -> None:
+        """Report a plan's tick that could not complete; the next tick starts afresh."""
+        ns, _, name = key.partition("/")
+        kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
+        event = Event(
+            name=ev.TICK_FAILED,
+            fields={"stage": stage, "error": str(exc), "kind": kind},
+            warning=True,
+        )
+        self.emitter.emit(ns, name, event, at=_iso(self.ports.clock.now()))
+
     def _emit(self, plan: Plan, decision: Decision) -> None:
-        at = self.ports.clock.now().isoformat().replace("+00:00", "Z")
+        at = _iso(self.ports.clock.now())
         for event in decision.events:
             self.emitter.emit(
                 plan.namespace, plan.name, event, at=at, phase=decision.state.phase.value
@@ -252,6 +281,10 @@ class Controller:
             self.jobs[plan.key] = RollbackJob(revision=revision, ok=True)
         except HelmError as exc:
             self.jobs[plan.key] = RollbackJob(revision=revision, ok=False, error=str(exc))
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat().replace("+00:00", "Z")
 
 
 def _with(obs: Observation, **changes: Any) -> Observation:

@@ -52,7 +52,7 @@ COMMAND_DROPPED: Final = "command.dropped"
 PLAN_INVALID: Final = "plan.invalid"
 PLAN_DELETED: Final = "plan.deleted"
 ROUTE_INVALID: Final = "route.invalid"
-TRAFFIC_TO_STABLE: Final = "traffic.to_stable"
+TICK_FAILED: Final = "tick.failed"
 
 #: Every event name canary may emit; a test checks that code only emits these.
 CATALOG: Final[frozenset[str]] = frozenset(

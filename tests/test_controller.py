@@ -1,0 +1,170 @@
+"""The controller over the simulator's ports: one write per change, conflicts, batching,
+isolation between rollouts, lost state, commands."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import timedelta
+
+from canary.errors import ConflictError
+from canary.model import ALL_STABLE, Phase, Weights
+from canary.plan import Destination, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
+from canary.ports import RouteView
+from canary.sim import chart
+from canary.sim.run import controller_for, current_state, run_until
+from canary.sim.world import SimWorld
+from tests.support.builders import plan as make_plan
+
+
+def reviews() -> Plan:
+    return make_plan()
+
+
+def twin(base: Plan, app: str) -> Plan:
+    """The same plan for another app in the same namespace."""
+    return replace(
+        base,
+        name=app,
+        release=ReleaseRef(name=app, namespace=base.namespace),
+        virtual_service=VirtualServiceRef(
+            name=app,
+            stable=Destination(host=app, subset="v1"),
+            canary=Destination(host=app, subset="v3"),
+        ),
+        workloads=WorkloadRefs(stable=f"{app}-v1", canary=f"{app}-v3"),
+    )
+
+
+def progressing(world: SimWorld) -> None:
+    ctrl = controller_for(world)
+    ctrl.tick()
+    world.release_canary()
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.PROGRESSING)
+
+
+def test_a_steady_tick_writes_nothing() -> None:
+    world = SimWorld.create(reviews(), "good")
+    ctrl = controller_for(world)
+    ctrl.tick()
+    writes = world.router.write_count
+    for _ in range(5):
+        world.advance(timedelta(seconds=10))
+        decisions = ctrl.tick()
+        assert not decisions[world.plan.key].changed
+    assert world.router.write_count == writes
+    assert world.events.names() == ["base.recorded"]
+
+
+def test_a_conflict_rereads_and_decides_again_emitting_once() -> None:
+    world = SimWorld.create(reviews(), "good")
+    ctrl = controller_for(world)
+    ctrl.tick()
+    world.release_canary()
+    real_write = world.router.write
+    raced = []
+
+    def racing_write(plan: Plan, view: RouteView, *args: object) -> RouteView:
+        if not raced:  # someone else writes between our read and our write
+            raced.append(True)
+            world.router.set_annotation(plan.namespace, plan.virtual_service.name, "x", "y")
+        return real_write(plan, view, *args)  # type: ignore[arg-type]
+
+    world.router.write = racing_write  # type: ignore[method-assign]
+    ctrl.tick()
+    assert raced
+    state = current_state(world)
+    assert state is not None and state.phase is Phase.PENDING
+    assert world.events.names().count("rollout.started") == 1
+
+
+def test_conflicts_every_time_give_up_for_this_tick_without_events() -> None:
+    world = SimWorld.create(reviews(), "good")
+    ctrl = controller_for(world)
+    ctrl.tick()
+    world.release_canary()
+
+    def always_conflict(*_: object) -> RouteView:
+        raise ConflictError("resourceVersion changed")
+
+    world.router.write = always_conflict  # type: ignore[method-assign]
+    before = list(world.events.names())
+    ctrl.tick()
+    assert world.events.names() == before  # nothing happened, nothing said
+    state = current_state(world)
+    assert state is not None and state.phase is Phase.IDLE
+
+
+def test_one_broken_plan_does_not_stop_the_others() -> None:
+    world = SimWorld.create(reviews(), "good")
+    ghost = twin(world.plan, "ghost")  # its VirtualService does not exist
+    ctrl = controller_for(world)
+    ctrl.plans[ghost.key] = ghost
+    ctrl.tick()
+    world.release_canary()
+    ctrl.tick()
+    state = current_state(world)
+    assert state is not None and state.phase is Phase.PENDING
+    failed = [(p, e.fields) for _, p, e in world.events.posted if e.name == "tick.failed"]
+    assert failed and all(p == "ghost" for p, _ in failed)
+    assert "ghost" in str(failed[0][1]["error"])
+
+
+def test_checks_of_many_rollouts_cost_one_metrics_call_per_tick() -> None:
+    world = SimWorld.create(reviews(), "good")
+    other = twin(world.plan, "details")
+    world.cluster.bind(other)
+    world.cluster.install(
+        other.release.name,
+        other.namespace,
+        chart.values_for_plan(other, stable_image=world.scenario.stable_image),
+    )
+    ctrl = controller_for(world)
+    ctrl.plans[other.key] = other
+    ctrl.tick()
+    world.release_canary()
+    world.cluster.deploy_canary(
+        world.scenario.canary_image, release=other.release.name, namespace=other.namespace
+    )
+    seen_both = 0
+    for _ in range(60):
+        world.advance(timedelta(seconds=5))
+        before = world.mesh.calls
+        decisions = ctrl.tick()
+        checked = [
+            k for k, d in decisions.items() if any(e.name.startswith("check.") for e in d.events)
+        ]
+        assert world.mesh.calls - before == (1 if checked else 0)
+        if len(checked) == 2:
+            seen_both += 1
+    assert seen_both >= 3
+
+
+def test_lost_state_mid_rollout_sends_traffic_to_stable_and_starts_over() -> None:
+    world = SimWorld.create(reviews(), "good")
+    progressing(world)
+    ctrl = controller_for(world)
+    assert world.router.read(world.plan).weights == Weights(stable=90, canary=10)
+    world.router.strip_state(world.plan.namespace, world.plan.virtual_service.name)
+    world.events.clear()
+    ctrl.tick()
+    assert world.events.names() == ["state.lost", "weight.set", "base.fallback", "rollout.started"]
+    assert world.router.read(world.plan).weights == ALL_STABLE
+    state = current_state(world)
+    assert state is not None and state.phase is Phase.PENDING
+    assert state.base_revision == 1  # the fallback: newest earlier revision not failed
+
+
+def test_a_command_is_consumed_in_the_same_write_as_its_effect() -> None:
+    world = SimWorld.create(reviews(), "good")
+    progressing(world)
+    ctrl = controller_for(world)
+    state = current_state(world)
+    assert state is not None
+    ns, vs = world.plan.namespace, world.plan.virtual_service.name
+    world.router.set_command(ns, vs, f'{{"cmd":"pause","rolloutId":"{state.rollout_id}"}}')
+    writes = world.router.write_count
+    ctrl.tick()
+    assert world.router.write_count == writes + 1
+    assert world.router.read(world.plan).command_raw is None
+    state = current_state(world)
+    assert state is not None and state.phase is Phase.PAUSED
