@@ -44,7 +44,7 @@ def test_there_are_at_least_twelve_malformed_plans() -> None:
 @pytest.mark.parametrize("path", BAD, ids=[p.stem for p in BAD])
 def test_validate_reports_each_problem_precisely(path: Path) -> None:
     code, out, err = run("validate", str(path))
-    assert code == 2
+    assert code == 2 and "valid" not in out
     expected = expectations(path)
     assert expected, f"{path.name} has no '# expect:' line"
     errors = [line for line in err.splitlines() if line.startswith("error: ")]

@@ -18,7 +18,7 @@ PLAN = load_plan_files(["config/plans/reviews.yaml"])[0]
 
 
 def collapsed(names: list[str]) -> list[str]:
-    """Consecutive repeats merged: the shape of a run, independent of how many checks a step took."""
+    """Consecutive repeats merged: the shape of a run, whatever the number of checks per step."""
     return [name for name, _ in groupby(names)]
 
 
@@ -168,7 +168,7 @@ def test_the_failed_canary_redeployed_waits_for_retry() -> None:
     world.router.set_command(
         PLAN.namespace,
         PLAN.virtual_service.name,
-        '{"cmd":"retry","rolloutId":"%s","by":"oncall"}' % failed.rollout_id,
+        f'{{"cmd":"retry","rolloutId":"{failed.rollout_id}","by":"oncall"}}',
     )
     ctrl.tick()
     state = current_state(world)
