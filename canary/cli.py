@@ -6,7 +6,6 @@ Exit codes are API (CI scripts branch on them): see :data:`EXIT` and DESIGN §5.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 import time
@@ -179,10 +178,7 @@ def main(
     fmt = args.log_format
     if fmt is None and args.command in ("simulate", "demo", "validate"):
         fmt = "off"
-    if fmt == "off":
-        configure_logging("json", stream=io.StringIO())
-    else:
-        configure_logging(fmt, stream=err)
+    configure_logging(fmt, stream=err)
     func: Callable[[argparse.Namespace, TextIO, TextIO], int] = args.func
     return func(args, out, err)
 

@@ -7,6 +7,7 @@ and the ``reason`` of the Kubernetes Event posted for it. Names are API: CI scri
 
 from __future__ import annotations
 
+import io
 import logging
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
@@ -60,13 +61,24 @@ CATALOG: Final[frozenset[str]] = frozenset(
 )
 
 
+class _NullStream(io.StringIO):
+    """Swallows log lines (``--log-format off``) without keeping them."""
+
+    def write(self, s: str) -> int:
+        return len(s)
+
+
 def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> None:
-    """structlog: JSON lines when not on a TTY (or ``fmt="json"``), colourless console on a TTY.
+    """structlog: JSON lines when not on a TTY (or ``fmt="json"``), colourless console on a TTY,
+    nothing with ``fmt="off"``.
 
     Secrets never reach here: events carry names, numbers and rendered queries only.
     """
-    out = stream or sys.stderr
-    if fmt is None:
+    out: TextIO = stream or sys.stderr
+    if fmt == "off":
+        out = _NullStream()
+        fmt = "json"
+    elif fmt is None:
         fmt = "console" if out.isatty() else "json"
     renderer: Callable[[Any, str, MutableMapping[str, Any]], Any]
     if fmt == "json":
