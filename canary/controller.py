@@ -69,7 +69,8 @@ class Ports:
 class _Seen:
     """What one plan looks like on this tick, before the metrics are in."""
 
-    plan: Plan
+    plan: Plan  # the plan in force for the rollout under way (its snapshot)
+    configured: Plan  # the plan as configured now (the next rollout's)
     view: RouteView
     state: RolloutState | None
     observation: Observation
@@ -188,7 +189,7 @@ class Controller:
             plan_error=self.invalid.get(key, ""),
             plan_deleted=key in self.deleted,
         )
-        seen = _Seen(plan=plan, view=view, state=state, observation=obs)
+        seen = _Seen(plan=plan, configured=configured, view=view, state=state, observation=obs)
         if wants_check(state) and state is not None and state.step_started_at is not None:
             now = self.ports.clock.now()
             wp = check_window(
@@ -224,7 +225,7 @@ class Controller:
         plan = seen.plan
         for attempt in range(MAX_CONFLICT_RETRIES):
             now = self.ports.clock.now()
-            decision = decide(plan, seen.state, seen.observation, now)
+            decision = decide(seen.configured, seen.state, seen.observation, now)
             if not decision.changed:
                 break
             try:

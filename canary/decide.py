@@ -48,6 +48,10 @@ ROLLBACK_BACKOFF = timedelta(seconds=10)
 #: Backoff doubles per failure up to 2 min, so a broken release reaches RollbackFailed quickly.
 ROLLBACK_BACKOFF_MAX = timedelta(minutes=2)
 
+#: Three rewrites in one step mean a writer that fights us (GitOps self-heal without
+#: ignoreDifferences): the step can never be judged, so pause on stable and tell a human.
+DRIFT_LIMIT = 3
+
 #: Phases in which the canary has a rollout of its own that a new canary supersedes.
 _SUPERSEDABLE = ACTIVE_PHASES - {Phase.ROLLING_BACK}
 
@@ -60,8 +64,11 @@ def rollback_backoff(attempts: int) -> timedelta:
 class _Tick:
     """The decision under construction: the evolving state, events, weights and actions."""
 
-    def __init__(self, plan: Plan, state: RolloutState, obs: Observation, now: datetime) -> None:
-        self.plan = plan
+    def __init__(
+        self, plan: Plan, state: RolloutState, obs: Observation, now: datetime, current: Plan
+    ) -> None:
+        self.plan = plan  # the plan in force for the rollout under way (its snapshot)
+        self.current = current  # the plan as configured now: the next rollout snapshots it
         self.obs = obs
         self.now = now
         self.s = state
@@ -195,7 +202,9 @@ def _record_base(t: _Tick) -> None:
 
 
 def _start(t: _Tick, attempt: int, base: int | None) -> None:
-    """A rollout of the live canary begins: Pending, traffic on stable."""
+    """A rollout of the live canary begins: Pending, traffic on stable. It runs under the plan
+    as configured now (edits apply to the next rollout, DESIGN §3)."""
+    t.plan = t.current
     rel = t.obs.release
     revision = rel.latest.number if rel is not None and rel.latest is not None else None
     if base is None and rel is not None and revision is not None:
@@ -264,6 +273,7 @@ def _enter_step(t: _Tick, index: int, why: str) -> bool:
         errors=0,
         inconclusive_since=None,
         first_fail_at=None,
+        drifts=0,
         paused=None,
         reason="",
     )
@@ -456,10 +466,11 @@ def _command(t: _Tick) -> bool:
             rb = s.rollback or RollbackProgress()
             t.update(
                 phase=Phase.ROLLING_BACK,
-                rollback=replace(rb, limit=rb.attempts + 1, started_at=None),
+                rollback=replace(rb, limit=rb.attempts + 1, failed_at=None),
                 reason=f"abort by {by}: one more helm rollback attempt",
             )
             t.emit(ev.ROLLBACK_STARTED, warning=True, reason=t.s.reason)
+            _rolling_back(t)  # the weights are on stable already: helm starts now
             return True
         return drop(f"nothing to abort in phase {phase.value}")
     if name is CommandName.PAUSE:
@@ -535,11 +546,34 @@ def _pending(t: _Tick) -> None:
     t.hold_weights(ALL_STABLE)
 
 
+def _drifted(t: _Tick) -> bool:
+    """Put back drifted weights. True if this tick's check must not count: the window must not
+    reach back into the drift and a new settle begins (DESIGN §3); the hold restarts, fails are
+    kept (safety). A writer that keeps fighting us pauses the rollout on stable instead."""
+    live = t.obs.live_weights
+    if live is None or live == t.s.weights:
+        return False
+    drifts = t.s.drifts + 1
+    if drifts >= DRIFT_LIMIT:
+        t.update(drifts=drifts)
+        t.emit(ev.WEIGHT_DRIFT, warning=True, live=live.to_json(), expected=t.s.weights.to_json())
+        _on_trouble(
+            t,
+            OnTrouble.PAUSE,
+            PauseKind.WEIGHT_DRIFT,
+            f"the weights were changed by someone else {drifts} times in step {t.s.step}; "
+            "exclude the managed route's weights from GitOps sync (Argo CD ignoreDifferences) "
+            "and `canary resume`",
+        )
+        return True
+    if not t.hold_weights():
+        return False
+    t.update(step_started_at=t.now, passes=0, drifts=drifts)
+    return True
+
+
 def _progressing(t: _Tick) -> None:
-    if t.hold_weights():
-        # The weights were rewritten: the window must not reach back into the drift, and a
-        # new settle begins (DESIGN §3). The hold restarts; fails are kept (safety).
-        t.update(step_started_at=t.now, passes=0)
+    if _drifted(t):
         return
     if _apply_check(t):
         return
@@ -551,12 +585,13 @@ def _progressing(t: _Tick) -> None:
 
 
 def _paused(t: _Tick) -> None:
-    if t.hold_weights():
-        t.update(step_started_at=t.now, passes=0)  # as in _progressing: a new window
-        return
     if t.s.paused is PauseKind.MANUAL:
+        if _drifted(t):
+            return
         # Weights held, checks go on, and a breach still rolls back (DESIGN §4).
         _apply_check(t)
+    else:
+        t.hold_weights()
 
 
 def _succeeded(t: _Tick) -> None:
@@ -601,9 +636,23 @@ def _rolling_back(t: _Tick) -> None:
         and base is not None
         and deployed.description == rollback_description(base)
     )
-    # Only with a known canary revision can a newer one be told apart from the canary's own.
-    moved_on = newer and s.revision is not None
+    # A newer revision that is not our rollback: CI moved on. Without the canary's revision,
+    # a newer canary (neither ours nor stable) is what tells it apart from the canary's own.
+    new_canary = obs.canary_differs and obs.canary.template_hash != s.canary_hash
+    moved_on = newer and (s.revision is not None or new_canary)
+    rb = s.rollback or RollbackProgress(limit=t.plan.rollback.retries)
     if ours and deployed is not None and not rel.pending and not (job and job.running):
+        since = rb.started_at or s.step_started_at or t.now
+        if obs.canary_differs and t.now - since < t.plan.rollback.timeout:
+            # DESIGN §4: confirmed once the live canary equals stable again. Give the
+            # Deployment up to the rollback timeout to get there, then confirm with a note.
+            t.alert_once(
+                ev.ROLLBACK_WAITING,
+                f"revision {deployed.number} is deployed; waiting for the canary Deployment "
+                "to equal stable again",
+                key="rollback.canary",
+            )
+            return
         t.emit(
             ev.ROLLBACK_HELM_SUCCEEDED,
             revision=deployed.number,
@@ -639,7 +688,6 @@ def _rolling_back(t: _Tick) -> None:
         t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, "no base"))
         t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason="no base revision to roll back to")
         return
-    rb = s.rollback or RollbackProgress(limit=t.plan.rollback.retries)
     if rb.attempts > rb.failures:
         if job is not None and not job.ok:
             error = job.error or "helm rollback failed"
@@ -647,7 +695,7 @@ def _rolling_back(t: _Tick) -> None:
             error = (
                 f"no deployed revision described '{rollback_description(base)}' after the attempt"
             )
-        rb = replace(rb, failures=rb.attempts, error=error)
+        rb = replace(rb, failures=rb.attempts, error=error, failed_at=t.now)
         t.update(rollback=rb)
         t.emit(ev.ROLLBACK_HELM_FAILED, warning=True, attempt=rb.attempts, error=error)
         if rb.failures >= rb.limit:
@@ -655,7 +703,7 @@ def _rolling_back(t: _Tick) -> None:
             t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, reason))
             t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason=reason)
             return
-    if rb.started_at is None or t.now >= rb.started_at + rollback_backoff(rb.attempts):
+    if rb.failed_at is None or t.now >= rb.failed_at + rollback_backoff(rb.attempts):
         rb = replace(rb, attempts=rb.attempts + 1, started_at=t.now)
         t.update(rollback=rb)
         t.rollback_rev = base
@@ -712,47 +760,77 @@ _HANDLERS = {
 
 
 def decide(plan: Plan, state: RolloutState | None, obs: Observation, now: datetime) -> Decision:
-    """One tick for one plan. ``plan`` is the plan in force (see :func:`plan_in_force`);
-    ``state`` is None when the annotation is missing or unreadable (``obs.state_lost`` says
-    which)."""
+    """One tick for one plan.
+
+    ``plan`` is the plan as configured now (for a deleted plan: its last definition). The
+    rollout under way keeps running under the snapshot in its state (:func:`plan_in_force`);
+    a rollout that starts on this tick snapshots ``plan``. ``state`` is None when the
+    annotation is missing or unreadable (``obs.state_lost`` says which).
+    """
     original = state
-    t = _Tick(plan, state or RolloutState(plan=plan.key), obs, now)
+    running = plan_in_force(plan, state) or plan
+    t = _Tick(running, state or RolloutState(plan=plan.key), obs, now, current=plan)
     _run(t, state is None)
     return t.decision(original)
+
+
+def _lost(t: _Tick) -> None:
+    obs = t.obs
+    stripped = obs.live_weights is not None and obs.live_weights != ALL_STABLE
+    if obs.state_lost or stripped:
+        reason = obs.state_lost or (
+            f"{t.plan.key}: no canary.dev/state annotation but weights are {obs.live_weights}"
+        )
+        t.emit(ev.STATE_LOST, warning=True, reason=reason)
+        t.update(weights=obs.live_weights or ALL_STABLE)
+        t.write(ALL_STABLE, "state lost")
+
+
+def _deleted(t: _Tick) -> bool:
+    """A deleted plan sends its traffic to stable (DESIGN §3). A rollback under way finishes
+    first (the release must end consistent); then the state rests Idle. True if handled."""
+    obs = t.obs
+    if t.s.phase is Phase.ROLLING_BACK:
+        return False
+    t.consume = obs.command is not None or bool(obs.command_error)
+    if t.s.phase is Phase.IDLE and t.live == ALL_STABLE:
+        return True
+    refused = t.blocked(ALL_STABLE)
+    if refused:
+        t.alert_once(ev.PLAN_DELETED, f"plan deleted, but {refused}")
+        return True
+    t.emit(ev.PLAN_DELETED, warning=True, phase=t.s.phase.value)
+    t.write(ALL_STABLE, "plan deleted")
+    if t.s.phase in _SUPERSEDABLE:
+        t.update(last=_end(t, Outcome.ABANDONED, "plan deleted: traffic on stable"))
+    t.update(phase=Phase.IDLE, spec=None, paused=None, reason="plan deleted: traffic on stable")
+    return True
+
+
+def _invalid(t: _Tick) -> bool:
+    """An invalid plan's rollout is paused with traffic on stable (DESIGN §3)."""
+    s = t.s
+    if not t.obs.plan_error or s.phase not in _SUPERSEDABLE or s.paused is PauseKind.INVALID_PLAN:
+        return False
+    t.emit(ev.PLAN_INVALID, warning=True, reason=t.obs.plan_error)
+    t.update(phase=Phase.PAUSED, paused=PauseKind.INVALID_PLAN, reason=t.obs.plan_error)
+    t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=t.obs.plan_error, kind="invalid-plan")
+    t.write(ALL_STABLE, "plan invalid")
+    return True
 
 
 def _run(t: _Tick, no_state: bool) -> None:
     obs = t.obs
     if no_state:
-        stripped = obs.live_weights is not None and obs.live_weights != ALL_STABLE
-        if obs.state_lost or stripped:
-            reason = obs.state_lost or (
-                f"{t.plan.key}: no canary.dev/state annotation but weights are {obs.live_weights}"
-            )
-            t.emit(ev.STATE_LOST, warning=True, reason=reason)
-            t.update(weights=obs.live_weights or ALL_STABLE)
-            t.write(ALL_STABLE, "state lost")
+        _lost(t)
     if obs.route_error:
         t.alert_once(ev.ROUTE_INVALID, obs.route_error, key=f"route:{obs.route_error}")
         return
-    if obs.plan_deleted:
-        t.consume = obs.command is not None or bool(obs.command_error)
-        if t.s.phase is not Phase.IDLE or t.live != ALL_STABLE:
-            refused = t.blocked(ALL_STABLE)
-            if refused:
-                t.alert_once(ev.PLAN_DELETED, f"plan deleted, but {refused}")
-                return
-            t.emit(ev.PLAN_DELETED, warning=True, phase=t.s.phase.value)
-            t.write(ALL_STABLE, "plan deleted")
-            t.update(phase=Phase.IDLE, spec=None, reason="plan deleted: traffic on stable")
+    if obs.plan_deleted and _deleted(t):
+        return
+    if _invalid(t):
         return
     s = t.s
-    if obs.plan_error and s.phase in _SUPERSEDABLE and s.paused is not PauseKind.INVALID_PLAN:
-        t.emit(ev.PLAN_INVALID, warning=True, reason=obs.plan_error)
-        t.update(phase=Phase.PAUSED, paused=PauseKind.INVALID_PLAN, reason=obs.plan_error)
-        t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=obs.plan_error, kind="invalid-plan")
-        t.write(ALL_STABLE, "plan invalid")
-        return
     phase = s.phase
     if phase in _SUPERSEDABLE or phase is Phase.FINALISING:
         chash = obs.canary.template_hash
@@ -760,6 +838,7 @@ def _run(t: _Tick, no_state: bool) -> None:
             if phase is not Phase.FINALISING:
                 _supersede(t, f"canary changed to {chash[:10]}")
             _start(t, 1, s.base_revision)
+            _invalid(t)  # a rollout started under an invalid plan pauses at once
             return
         if not obs.canary_differs and phase is not Phase.FINALISING:
             _enter_finalising(t)
@@ -767,6 +846,7 @@ def _run(t: _Tick, no_state: bool) -> None:
     if _command(t):
         return
     _HANDLERS[t.s.phase](t)
+    _invalid(t)
 
 
 def wants_check(state: RolloutState | None) -> bool:

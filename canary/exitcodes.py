@@ -19,6 +19,9 @@ _BY_OUTCOME: Final = {
     Outcome.ROLLED_BACK: ROLLED_BACK,
     Outcome.ROLLBACK_FAILED: ROLLBACK_FAILED,
     Outcome.SUPERSEDED: SUPERSEDED,
+    # analysis did not finish and a human took over (promoted early, deleted the plan)
+    Outcome.BYPASSED: PAUSED,
+    Outcome.ABANDONED: PAUSED,
 }
 
 

@@ -54,6 +54,7 @@ class Outcome(enum.StrEnum):
     ROLLBACK_FAILED = "RollbackFailed"
     SUPERSEDED = "Superseded"
     BYPASSED = "Bypassed"  # promoted (canary = stable) before the analysis said Succeeded
+    ABANDONED = "Abandoned"  # the plan was deleted mid-rollout; traffic went to stable
 
 
 class CommandName(enum.StrEnum):
@@ -73,6 +74,7 @@ class PauseKind(enum.StrEnum):
     INCONCLUSIVE = "inconclusive"  # inconclusiveTimeout reached: weights on stable
     INVALID_PLAN = "invalid-plan"  # plan failed validation: weights on stable until fixed
     STABLE_UNAVAILABLE = "stable-unavailable"  # cannot route to stable: hold and alert
+    WEIGHT_DRIFT = "weight-drift"  # someone keeps rewriting the weights: weights to stable
 
 
 @dataclass(frozen=True)
@@ -115,6 +117,7 @@ class RollbackProgress:
     failures: int = 0  # attempts known to have failed
     limit: int = 0  # attempts allowed (plan's rollback.retries; `abort` in RollbackFailed adds one)
     started_at: datetime | None = None  # when the last attempt was started
+    failed_at: datetime | None = None  # when the last failure was seen (backoff starts here)
     error: str = ""  # stderr tail of the last failed attempt
 
 
@@ -140,6 +143,7 @@ class RolloutState:
     passes: int = 0
     fails: int = 0
     errors: int = 0
+    drifts: int = 0  # weight drifts rewritten in this step
     inconclusive_since: datetime | None = None
     reason: str = ""
     plan_hash: str = ""
@@ -382,6 +386,7 @@ def state_to_json(state: RolloutState) -> str:
         "passes": state.passes,
         "fails": state.fails,
         "errors": state.errors,
+        "drifts": state.drifts,
         "inconclusiveSince": _ts(state.inconclusive_since),
         "reason": state.reason,
         "planHash": state.plan_hash,
@@ -408,6 +413,7 @@ def state_to_json(state: RolloutState) -> str:
             "failures": state.rollback.failures,
             "limit": state.rollback.limit,
             "startedAt": _ts(state.rollback.started_at),
+            "failedAt": _ts(state.rollback.failed_at),
             "error": state.rollback.error,
         }
     if state.rollback_revision is not None:
@@ -465,6 +471,7 @@ def state_from_json(raw: str) -> RolloutState:
                 failures=_int(rb.get("failures")),
                 limit=_int(rb.get("limit")),
                 started_at=_parse_ts(rb.get("startedAt")),
+                failed_at=_parse_ts(rb.get("failedAt")),
                 error=str(rb.get("error", "")),
             )
         spec = doc.get("spec")
@@ -485,6 +492,7 @@ def state_from_json(raw: str) -> RolloutState:
             passes=_int(doc.get("passes")),
             fails=_int(doc.get("fails")),
             errors=_int(doc.get("errors")),
+            drifts=_int(doc.get("drifts")),
             inconclusive_since=_parse_ts(doc.get("inconclusiveSince")),
             reason=str(doc.get("reason", "")),
             plan_hash=str(doc.get("planHash", "")),
