@@ -72,6 +72,33 @@ def render(
     return TEMPLATES[metric.type].substitute(values)
 
 
+def render_tracks(
+    metric: Metric,
+    *,
+    namespace: str,
+    stable: str,
+    canary: str,
+    window: timedelta,
+    service: str = "",
+) -> tuple[str, str]:
+    """(canary query, stable query); the stable one only where a relative bound needs it."""
+    canary_query = render(
+        metric,
+        namespace=namespace,
+        workload=canary,
+        window=window,
+        service=service,
+        stable=stable,
+        canary=canary,
+    )
+    if not metric.relative:
+        return canary_query, ""
+    stable_query = render(
+        metric, namespace=namespace, workload=stable, window=window, service=service, stable=stable
+    )
+    return canary_query, stable_query
+
+
 def render_requests(
     *, namespace: str, workload: str, window: timedelta, reporter: str = "destination"
 ) -> str:

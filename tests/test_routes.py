@@ -8,7 +8,6 @@ VirtualService against Istio's own CRD schema.
 
 from __future__ import annotations
 
-import ast
 import copy
 import json
 from collections.abc import Callable, Mapping
@@ -23,7 +22,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canary import routes
 from canary.errors import ConfigError, RouteError
 from canary.model import ALL_STABLE, Weights
 from canary.plan import Destination, VirtualServiceRef
@@ -133,29 +131,6 @@ def test_schema_rejects_what_istio_rejects() -> None:
 def test_every_fixture_is_a_valid_istio_virtualservice(path: Path) -> None:
     """Even the "bad" fixtures are valid Istio objects: they are wrong only for the plan."""
     assert_valid_istio(load(path.stem))
-
-
-# --- purity -------------------------------------------------------------------------------
-
-FORBIDDEN = {
-    "kubernetes",
-    "prometheus_api_client",
-    "apscheduler",
-    "subprocess",
-    "time",
-    "threading",
-}
-
-
-def test_routes_imports_no_io() -> None:
-    tree = ast.parse(Path(routes.__file__).read_text())
-    imported: set[str] = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            imported |= {a.name.split(".")[0] for a in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            imported.add(node.module.split(".")[0])
-    assert not imported & FORBIDDEN
 
 
 # --- host normalisation -------------------------------------------------------------------

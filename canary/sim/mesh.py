@@ -196,25 +196,14 @@ class SimMesh:
         stable, canary = self._traffic(req, at)
         values: list[MetricValue] = []
         for metric in req.metrics:
-            query = queries.render(
+            query, stable_query = queries.render_tracks(
                 metric,
                 namespace=req.namespace,
-                workload=req.canary,
-                window=req.window,
-                service=req.service,
                 stable=req.stable,
                 canary=req.canary,
+                window=req.window,
+                service=req.service,
             )
-            stable_query = ""
-            if metric.relative:
-                stable_query = queries.render(
-                    metric,
-                    namespace=req.namespace,
-                    workload=req.stable,
-                    window=req.window,
-                    service=req.service,
-                    stable=req.stable,
-                )
             error = self.query_errors.get(metric.name)
             if error is not None:
                 values.append(
