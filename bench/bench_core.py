@@ -27,7 +27,7 @@ from canary.model import (
     state_from_json,
     state_to_json,
 )
-from canary.plan import load_plan_files, plan_to_spec
+from canary.plan import load_plan_files, plan_hash, plan_to_spec
 from canary.sim import SCENARIOS
 from canary.sim.run import simulate
 
@@ -57,6 +57,7 @@ def main() -> None:
         weights=Weights(stable=90, canary=10),
         step_started_at=T0,
         spec=plan_to_spec(PLAN),
+        plan_hash=plan_hash(PLAN),
     )
     sample = MetricsSample(
         rollout_id=state.rollout_id,

@@ -20,6 +20,8 @@ from typing import Any
 from canary.model import MetricsSample, MetricValue, Verdict, Weights
 from canary.plan import Analysis, Metric
 
+#: Istio's Prometheus scrapes every 15 s by default (DESIGN §5 --scrape-interval).
+DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
 #: A tick that fires a hair early (scheduler jitter) must not skip a whole interval.
 INTERVAL_TOLERANCE = timedelta(seconds=1)
 #: rate() needs two samples per series: a window must span at least two scrapes.
@@ -35,6 +37,42 @@ class WindowPlan:
     reason: str = ""
 
 
+def not_due(
+    analysis: Analysis, step_started_at: datetime, last_check_at: datetime | None, now: datetime
+) -> str:
+    """Why no check may judge the step now ("" when one may): settling after the weight write,
+    or the interval since the last check has not passed."""
+    since_step = now - step_started_at
+    if since_step < analysis.settle:
+        left = (analysis.settle - since_step).total_seconds()
+        return f"settling for {left:.0f}s more"
+    if (
+        last_check_at is not None
+        and last_check_at >= step_started_at
+        and now - last_check_at
+        < analysis.interval - min(INTERVAL_TOLERANCE, analysis.interval / 10)
+    ):
+        return "not yet due"
+    return ""
+
+
+def inadmissible(
+    analysis: Analysis,
+    window: timedelta,
+    step_started_at: datetime,
+    last_check_at: datetime | None,
+    now: datetime,
+) -> str:
+    """Why a sample over ``window`` may not judge the current step ("" when it may): it is not
+    due, or its window reaches back before the step's weights were written (DESIGN §3)."""
+    why = not_due(analysis, step_started_at, last_check_at, now)
+    if why:
+        return why
+    if window > now - step_started_at:
+        return "the window reaches back before this step's weights were written"
+    return ""
+
+
 def check_window(
     analysis: Analysis,
     step_started_at: datetime,
@@ -43,18 +81,10 @@ def check_window(
     scrape_interval: timedelta,
 ) -> WindowPlan:
     """When to check and over which window (DESIGN §3 "a check judges only the current step")."""
-    since_step = now - step_started_at
-    if since_step < analysis.settle:
-        left = (analysis.settle - since_step).total_seconds()
-        return WindowPlan(due=False, reason=f"settling for {left:.0f}s more")
-    if (
-        last_check_at is not None
-        and last_check_at >= step_started_at
-        and now - last_check_at
-        < analysis.interval - min(INTERVAL_TOLERANCE, analysis.interval / 10)
-    ):
-        return WindowPlan(due=False, reason="not yet due")
-    effective = min(analysis.window, since_step)
+    why = not_due(analysis, step_started_at, last_check_at, now)
+    if why:
+        return WindowPlan(due=False, reason=why)
+    effective = min(analysis.window, now - step_started_at)
     scrape = scrape_interval.total_seconds()
     if scrape > 0:
         effective = timedelta(seconds=(effective.total_seconds() // scrape) * scrape)
@@ -276,7 +306,7 @@ def evaluate(
         reason = "; ".join(f"{r.name}: {r.reason}" for r in inconclusive)
         if not enough_canary:
             reason = (
-                f"canary served {canary_n or 0:.0f} requests in the window, fewer than "
+                f"canary served {canary_n or 0:.3g} requests in the window, fewer than "
                 f"minRequests ({minimum})"
             )
         return CheckResult(Verdict.INCONCLUSIVE, reason, **common)

@@ -1,12 +1,12 @@
 """``canary ...``: the command line (DESIGN §5).
 
-Exit codes are API (CI scripts branch on them): see :data:`EXIT` and DESIGN §5.
+Exit codes are API (CI scripts branch on them): see :mod:`canary.exitcodes` and DESIGN §5.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -17,11 +17,33 @@ from typing import Any, TextIO
 from canary import __version__, exitcodes
 from canary.errors import PlanError
 from canary.events import configure_logging
-from canary.plan import Plan, load_plan_files, parse_duration
+from canary.plan import Plan, format_duration, load_plan_files, parse_duration
 from canary.sim.run import SCENARIOS, demo, simulate
+from canary.sim.world import demo_plan
 from canary.timeline import format_line
 
+#: The bookinfo example plan of a checkout; an installed package falls back to the same plan
+#: built in code (canary.sim.world.demo_plan).
 DEMO_PLAN = Path(__file__).resolve().parent.parent / "config" / "plans" / "reviews.yaml"
+
+
+def plan_warnings(plan: Plan, scrape_interval: timedelta) -> list[str]:
+    """Valid but unwise: settings that can never give a verdict with this scrape interval."""
+    a = plan.analysis
+    out = []
+    if a.window < 2 * scrape_interval:
+        out.append(
+            f"{plan.source}: {plan.key}: spec.analysis.window {format_duration(a.window)} is "
+            f"shorter than two scrape intervals ({format_duration(2 * scrape_interval)}): every "
+            "check will be INCONCLUSIVE (raise window, or pass the real --scrape-interval)"
+        )
+    if a.settle < scrape_interval:
+        out.append(
+            f"{plan.source}: {plan.key}: spec.analysis.settle {format_duration(a.settle)} is "
+            f"shorter than one scrape interval ({format_duration(scrape_interval)}): the first "
+            "check may see traffic from before the weight change"
+        )
+    return out
 
 
 # -- validate ---------------------------------------------------------------------------------
@@ -36,9 +58,17 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         files = len({p.source for p in exc.problems})
         print(f"{len(exc.problems)} problem(s) in {files} file(s); nothing was loaded", file=err)
         return exitcodes.USAGE
+    except OSError as exc:
+        print(f"error: {exc}", file=err)
+        return exitcodes.USAGE
+    if not plans:
+        print(f"error: no plans found in {', '.join(args.plans)}", file=err)
+        return exitcodes.USAGE
     for plan in plans:
         steps = " → ".join(str(s.weight) for s in plan.steps)
         print(f"ok  {plan.key:<30} {plan.source}  steps {steps}", file=out)
+        for warning in plan_warnings(plan, args.scrape_interval):
+            print(f"warning: {warning}", file=err)
     print(f"{len(plans)} plan(s) valid", file=out)
     return 0
 
@@ -104,7 +134,10 @@ def cmd_simulate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    plan = _single_plan([str(args.plan)], err)
+    if args.plan is None and not DEMO_PLAN.exists():
+        plan: Plan | None = demo_plan()
+    else:
+        plan = _single_plan([str(args.plan or DEMO_PLAN)], err)
     if plan is None:
         return exitcodes.USAGE
     printer = _Printer(out, pace=0.0 if args.fast else args.pace)
@@ -138,6 +171,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("validate", help="validate plan files; exit 0, or 2 listing every problem")
     p.add_argument("plans", nargs="+", metavar="PLAN", help="plan file or directory")
+    p.add_argument(
+        "--scrape-interval",
+        type=_duration,
+        default=os.environ.get("CANARY_SCRAPE_INTERVAL", "15s"),
+        help="Prometheus's scrape interval, for warnings about windows (env "
+        "CANARY_SCRAPE_INTERVAL; default 15s)",
+    )
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("simulate", help="run a plan against a simulated release and mesh")
@@ -158,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_simulate)
 
     p = sub.add_parser("demo", help="a good and a bad release on the simulator, no cluster")
-    p.add_argument("--plan", default=DEMO_PLAN, help="plan file (default: the bookinfo example)")
+    p.add_argument("--plan", default=None, help="plan file (default: config/plans/reviews.yaml)")
     p.add_argument("--fast", action="store_true", help="no pacing between lines")
     p.add_argument("--pace", type=float, default=0.12, help="seconds between lines")
     p.set_defaults(func=cmd_demo)
@@ -181,10 +221,6 @@ def main(
     configure_logging(fmt, stream=err)
     func: Callable[[argparse.Namespace, TextIO, TextIO], int] = args.func
     return func(args, out, err)
-
-
-def _json(obj: Any) -> str:
-    return json.dumps(obj, indent=2, default=str)
 
 
 if __name__ == "__main__":

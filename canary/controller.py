@@ -12,13 +12,14 @@ call, so the adapter can batch them (DESIGN §3).
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from canary import events as ev
-from canary.analysis import check_window
+from canary.analysis import DEFAULT_SCRAPE_INTERVAL, check_window
 from canary.decide import decide, plan_in_force, wants_check
 from canary.errors import CanaryError, ConflictError, HelmError, TransientError
 from canary.events import Emitter
@@ -47,8 +48,6 @@ from canary.ports import (
     Workloads,
 )
 
-#: Istio's Prometheus scrapes every 15 s by default (DESIGN §5 --scrape-interval).
-DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
 #: A conflict means someone else wrote between our read and write; three re-reads in a row
 #: losing the race means a hot writer (a GitOps loop) and the next tick will try again.
 MAX_CONFLICT_RETRIES = 3
@@ -108,7 +107,7 @@ class Controller:
             for key, s in seen.items():
                 try:
                     decision = self._decide_and_act(s)
-                except CanaryError as exc:  # one rollout's trouble never stops the others
+                except Exception as exc:  # one rollout's trouble never stops the others
                     self._failed(key, "act", exc)
                     continue
                 out[key] = decision
@@ -127,7 +126,7 @@ class Controller:
         for key in keys:
             try:
                 s = self._observe(key)
-            except CanaryError as exc:
+            except Exception as exc:
                 self._failed(key, "observe", exc)
                 continue
             if s is not None:
@@ -253,15 +252,19 @@ class Controller:
             self.on_decision(plan, decision)
         return decision
 
-    def _failed(self, key: str, stage: str, exc: CanaryError) -> None:
-        """Report a plan's tick that could not complete; the next tick starts afresh."""
+    def _failed(self, key: str, stage: str, exc: Exception) -> None:
+        """Report a plan's tick that could not complete; the next tick starts afresh. An
+        exception that is not a CanaryError is a bug of ours: logged with its traceback."""
         ns, _, name = key.partition("/")
-        kind = "transient" if isinstance(exc, TransientError) else type(exc).__name__
-        event = Event(
-            name=ev.TICK_FAILED,
-            fields={"stage": stage, "error": str(exc), "kind": kind},
-            warning=True,
-        )
+        fields: dict[str, Any] = {"stage": stage, "error": str(exc) or repr(exc)}
+        if isinstance(exc, TransientError):
+            fields["kind"] = "transient"
+        elif isinstance(exc, CanaryError):
+            fields["kind"] = type(exc).__name__
+        else:
+            fields["kind"] = "bug"
+            fields["traceback"] = "".join(traceback.format_exception(exc)).strip()
+        event = Event(name=ev.TICK_FAILED, fields=fields, warning=True)
         self.emitter.emit(ns, name, event, at=_iso(self.ports.clock.now()))
 
     def _emit(self, plan: Plan, decision: Decision) -> None:

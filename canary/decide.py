@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from canary import events as ev
-from canary.analysis import CheckResult, evaluate
+from canary.analysis import CheckResult, evaluate, inadmissible
 from canary.errors import PlanError
 from canary.model import (
     ACTIVE_PHASES,
@@ -51,6 +51,9 @@ ROLLBACK_BACKOFF_MAX = timedelta(minutes=2)
 #: Three rewrites in one step mean a writer that fights us (GitOps self-heal without
 #: ignoreDifferences): the step can never be judged, so pause on stable and tell a human.
 DRIFT_LIMIT = 3
+
+#: The weights of a Succeeded rollout (the last step is always 100).
+FULL_CANARY = Weights.canary_at(100)
 
 #: Phases in which the canary has a rollout of its own that a new canary supersedes.
 _SUPERSEDABLE = ACTIVE_PHASES - {Phase.ROLLING_BACK}
@@ -201,14 +204,31 @@ def _record_base(t: _Tick) -> None:
         t.emit(ev.BASE_RECORDED, baseRevision=number)
 
 
-def _start(t: _Tick, attempt: int, base: int | None) -> None:
-    """A rollout of the live canary begins: Pending, traffic on stable. It runs under the plan
-    as configured now (edits apply to the next rollout, DESIGN §3)."""
-    t.plan = t.current
+def _release_settled(t: _Tick) -> bool:
+    """DESIGN §7: while the release is pending-* (a helm upgrade or rollback still running) we
+    do not act on it; the canary's revision is not known until helm has finished."""
     rel = t.obs.release
-    revision = rel.latest.number if rel is not None and rel.latest is not None else None
-    if base is None and rel is not None and revision is not None:
+    if rel is None or not rel.pending:
+        return True
+    status = rel.latest.status.value if rel.latest else "pending"
+    t.alert_once(
+        ev.RELEASE_PENDING,
+        f"release {t.plan.release.name} is {status}; waiting for helm to finish",
+    )
+    return False
+
+
+def _pin_revisions(t: _Tick) -> None:
+    """Record the revision that brought the canary, and the base if it is unknown (DESIGN §1:
+    the newest earlier revision that is not failed, with a warning)."""
+    rel = t.obs.release
+    if rel is None or rel.pending or rel.latest is None or t.s.revision is not None:
+        return
+    revision = rel.latest.number
+    t.update(revision=revision)
+    if t.s.base_revision is None:
         base = rel.fallback_base(revision)
+        t.update(base_revision=base)
         t.emit(
             ev.BASE_FALLBACK,
             warning=True,
@@ -216,6 +236,12 @@ def _start(t: _Tick, attempt: int, base: int | None) -> None:
             reason="base revision unknown (controller installed mid-rollout or state lost); "
             "using the newest earlier revision that is not failed",
         )
+
+
+def _start(t: _Tick, attempt: int, base: int | None) -> None:
+    """A rollout of the live canary begins: Pending, traffic on stable. It runs under the plan
+    as configured now (edits apply to the next rollout, DESIGN §3)."""
+    t.plan = t.current
     chash = t.obs.canary.template_hash
     t.s = RolloutState(
         plan=t.plan.key,
@@ -223,7 +249,6 @@ def _start(t: _Tick, attempt: int, base: int | None) -> None:
         rollout_id=rollout_id(chash, attempt),
         canary_hash=chash,
         stable_hash=t.obs.stable.template_hash,
-        revision=revision,
         base_revision=base,
         step=0,
         weights=t.s.weights,
@@ -233,11 +258,14 @@ def _start(t: _Tick, attempt: int, base: int | None) -> None:
         attempt=attempt,
         spec=plan_to_spec(t.plan),
     )
+    settled = _release_settled(t)
+    if settled:
+        _pin_revisions(t)
     t.emit(
         ev.ROLLOUT_STARTED,
         canaryHash=chash,
-        revision=revision,
-        baseRevision=base,
+        revision=t.s.revision,
+        baseRevision=t.s.base_revision,
         steps=[s.weight for s in t.plan.steps],
         canary=t.plan.workloads.canary,
     )
@@ -259,7 +287,7 @@ def _supersede(t: _Tick, reason: str) -> None:
     t.emit(ev.ROLLOUT_SUPERSEDED, reason=reason)
 
 
-def _enter_step(t: _Tick, index: int, why: str) -> bool:
+def _enter_step(t: _Tick, index: int, why: str = "") -> bool:
     """Progressing at step ``index``: write its weight; the hold and the counters restart."""
     if not t.obs.canary.available:
         return False
@@ -277,7 +305,7 @@ def _enter_step(t: _Tick, index: int, why: str) -> bool:
         paused=None,
         reason="",
     )
-    t.emit(ev.STEP_STARTED, step=index, weight=step.weight, hold=_secs(step.hold))
+    t.emit(ev.STEP_STARTED, step=index, weight=step.weight, hold=_secs(step.hold), why=why)
     return t.write(Weights.canary_at(step.weight), f"step {index}")
 
 
@@ -285,6 +313,10 @@ def _advance(t: _Tick, why: str) -> None:
     nxt = t.s.step + 1
     if nxt < len(t.plan.steps):
         _enter_step(t, nxt, why)
+        return
+    # Succeeded means the canary carries all traffic and is available (never a verdict for a
+    # canary that is down, nor for one a pause left with no traffic).
+    if not t.obs.canary.available or not t.write(FULL_CANARY, why):
         return
     t.update(phase=Phase.SUCCEEDED, paused=None, reason=why)
     t.emit(ev.ROLLOUT_SUCCEEDED, reason=why, weights=t.s.weights.to_json())
@@ -345,9 +377,11 @@ def _apply_check(t: _Tick) -> bool:
     """Count this tick's check (if any) and act on the limits. True if the phase changed."""
     sample = t.obs.metrics
     s = t.s
+    a = t.plan.analysis
     if sample is None or sample.rollout_id != s.rollout_id or sample.step != s.step:
         return False
-    a = t.plan.analysis
+    if inadmissible(a, sample.window, s.step_started_at or t.now, s.last_check_at, t.now):
+        return False  # a sample that would judge the step outside its own time never counts
     result = evaluate(
         a,
         sample,
@@ -502,9 +536,8 @@ def _command(t: _Tick) -> bool:
         full = name is CommandName.PROMOTE_FULL
         t.emit(ev.ROLLOUT_PROMOTED, by=by, full=full, step=s.step)
         if full:
-            if t.write(Weights.canary_at(100), f"promote --full by {by}"):
-                t.update(step=len(t.plan.steps) - 1)
-                _advance(t, f"promoted to 100 % by {by}")
+            t.update(step=len(t.plan.steps) - 1)
+            _advance(t, f"promoted to 100 % by {by}")
         else:
             _advance(t, f"promoted by {by}")
         return True
@@ -531,6 +564,10 @@ def _idle(t: _Tick) -> None:
 
 
 def _pending(t: _Tick) -> None:
+    if not _release_settled(t):
+        t.hold_weights(ALL_STABLE)
+        return
+    _pin_revisions(t)
     if t.obs.canary.available:
         _enter_step(t, 0, "canary available")
         return
@@ -572,8 +609,21 @@ def _drifted(t: _Tick) -> bool:
     return True
 
 
+def _canary_down(t: _Tick) -> bool:
+    """A canary that stops being available while it has traffic is rolled back at once: never
+    route to an unavailable Deployment (DESIGN §1), and no check interval is waited for."""
+    if t.obs.canary.available or t.s.weights.canary == 0:
+        return False
+    _begin_rollback(
+        t,
+        f"canary Deployment {t.obs.canary.name} not available with "
+        f"{t.s.weights.canary}% of traffic: {t.obs.canary.reason or 'replicas not ready'}",
+    )
+    return True
+
+
 def _progressing(t: _Tick) -> None:
-    if _drifted(t):
+    if _canary_down(t) or _drifted(t):
         return
     if _apply_check(t):
         return
@@ -589,13 +639,26 @@ def _paused(t: _Tick) -> None:
         if _drifted(t):
             return
         # Weights held, checks go on, and a breach still rolls back (DESIGN §4).
-        _apply_check(t)
+        if not _canary_down(t):
+            _apply_check(t)
     else:
-        t.hold_weights()
+        # Every other pause keeps traffic on stable, also once stable is back after a pause
+        # whose write to stable was refused.
+        t.hold_weights(ALL_STABLE)
 
 
 def _succeeded(t: _Tick) -> None:
-    t.hold_weights()
+    """Traffic stays on the canary until CI promotes it, but never on a canary that is down:
+    while it is unavailable, traffic goes to stable (and comes back when it recovers)."""
+    if t.obs.canary.available:
+        t.hold_weights(FULL_CANARY)
+        return
+    t.alert_once(
+        ev.CANARY_UNAVAILABLE,
+        f"canary {t.obs.canary.name} is not available ({t.obs.canary.reason}); "
+        "traffic on stable until it recovers",
+    )
+    t.hold_weights(ALL_STABLE)
 
 
 def _finalising(t: _Tick) -> None:
@@ -689,6 +752,17 @@ def _rolling_back(t: _Tick) -> None:
         t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason="no base revision to roll back to")
         return
     if rb.attempts > rb.failures:
+        started = rb.started_at or t.now
+        if job is not None and job.ok and t.now - started < t.plan.rollback.timeout:
+            # helm exited 0 but the history we read does not show it yet (a cached read):
+            # wait for it rather than run a second rollback for one breach.
+            t.alert_once(
+                ev.ROLLBACK_WAITING,
+                f"helm rollback exited 0; waiting for the history to show "
+                f"'{rollback_description(base)}'",
+                key="rollback.history",
+            )
+            return
         if job is not None and not job.ok:
             error = job.error or "helm rollback failed"
         else:
@@ -769,6 +843,12 @@ def decide(plan: Plan, state: RolloutState | None, obs: Observation, now: dateti
     """
     original = state
     running = plan_in_force(plan, state) or plan
+    if state is not None and not 0 <= state.step < len(running.steps):
+        # A state that parses but cannot be true (hand-edited, or a snapshot of another plan):
+        # treat it as lost, the safe recovery of DESIGN §4, never a crash every tick.
+        lost = f"canary.dev/state names step {state.step}, the plan has {len(running.steps)}"
+        obs = replace(obs, state_lost=lost)
+        state, running = None, plan
     t = _Tick(running, state or RolloutState(plan=plan.key), obs, now, current=plan)
     _run(t, state is None)
     return t.decision(original)
@@ -862,6 +942,8 @@ def plan_in_force(current: Plan | None, state: RolloutState | None) -> Plan | No
     """The plan a tick uses: the snapshot taken when the rollout started, while one is under
     way (edits apply to the next rollout); else the current plan."""
     if state is not None and state.spec is not None and state.phase is not Phase.IDLE:
+        if current is not None and state.plan_hash == plan_hash(current):
+            return current  # not edited since the rollout started: no need to parse the snapshot
         ns, _, name = state.plan.partition("/")
         try:
             return plan_from_spec(dict(state.spec), name=name, namespace=ns)

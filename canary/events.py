@@ -8,15 +8,14 @@ and the ``reason`` of the Kubernetes Event posted for it. Names are API: CI scri
 from __future__ import annotations
 
 import io
-import logging
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
-from typing import Any, Final, TextIO
-
-import structlog
+from typing import TYPE_CHECKING, Any, Final, TextIO
 
 from canary.model import Event
-from canary.ports import EventSink
+
+if TYPE_CHECKING:
+    from canary.ports import EventSink
 
 ROLLOUT_STARTED: Final = "rollout.started"
 ROLLOUT_PAUSED: Final = "rollout.paused"
@@ -54,6 +53,8 @@ PLAN_INVALID: Final = "plan.invalid"
 PLAN_DELETED: Final = "plan.deleted"
 ROUTE_INVALID: Final = "route.invalid"
 TICK_FAILED: Final = "tick.failed"
+CANARY_UNAVAILABLE: Final = "canary.unavailable"
+RELEASE_PENDING: Final = "release.pending"
 
 #: Every event name canary may emit; a test checks that code only emits these.
 CATALOG: Final[frozenset[str]] = frozenset(
@@ -74,6 +75,12 @@ def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> N
 
     Secrets never reach here: events carry names, numbers and rendered queries only.
     """
+    # Imported here, not at the top: the pure core imports this module for the event names
+    # and must not pull in structlog (which brings asyncio and subprocess with it).
+    import logging  # noqa: PLC0415 (see above)
+
+    import structlog  # noqa: PLC0415 (see above)
+
     out: TextIO = stream or sys.stderr
     if fmt == "off":
         out = _NullStream()
@@ -115,6 +122,8 @@ class Emitter:
     """The one way events leave canary: a structured log line and a Kubernetes Event."""
 
     def __init__(self, sink: EventSink | None = None, listeners: Sequence[Listener] = ()) -> None:
+        import structlog  # noqa: PLC0415 (lazy: see configure_logging)
+
         self._sink: EventSink = sink or NullSink()
         self._listeners = list(listeners)
         self._log = structlog.get_logger("canary")

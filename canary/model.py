@@ -73,7 +73,6 @@ class PauseKind(enum.StrEnum):
     ERRORS = "errors"  # errorLimit reached: weights on stable, a human decides
     INCONCLUSIVE = "inconclusive"  # inconclusiveTimeout reached: weights on stable
     INVALID_PLAN = "invalid-plan"  # plan failed validation: weights on stable until fixed
-    STABLE_UNAVAILABLE = "stable-unavailable"  # cannot route to stable: hold and alert
     WEIGHT_DRIFT = "weight-drift"  # someone keeps rewriting the weights: weights to stable
 
 
@@ -365,8 +364,19 @@ def _opt_int(value: Any) -> int | None:
 
 
 def _int(value: Any, default: int = 0) -> int:
+    """A counter: absent → ``default``; negative or not an integer → ValueError."""
     out = _opt_int(value)
+    if out is not None and out < 0:
+        raise ValueError(f"expected a non-negative integer, got {value!r}")
     return default if out is None else out
+
+
+def _strings(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ValueError(f"expected a list of strings, got {value!r}")
+    return tuple(value)
 
 
 def state_to_json(state: RolloutState) -> str:
@@ -504,7 +514,7 @@ def state_from_json(raw: str) -> RolloutState:
             rollback=rollback,
             rollback_revision=_opt_int(doc.get("rollbackRevision")),
             attempt=_int(doc.get("attempt")),
-            notices=tuple(str(n) for n in doc.get("notices") or ()),
+            notices=_strings(doc.get("notices")),
             spec=spec,
         )
     except (ValueError, KeyError, TypeError) as exc:
@@ -538,7 +548,3 @@ def command_to_json(command: Command) -> str:
         },
         separators=(",", ":"),
     )
-
-
-def seconds(delta: timedelta) -> float:
-    return delta.total_seconds()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import enum
+import functools
 import hashlib
 import json
 import math
@@ -1738,8 +1739,10 @@ def plan_from_spec(spec: Mapping[str, Any], name: str, namespace: str, *, source
     return plan
 
 
+@functools.lru_cache(maxsize=1024)
 def plan_hash(plan: Plan) -> str:
-    """First 16 hex digits of the sha256 of the plan's canonical spec JSON (sorted keys)."""
+    """First 16 hex digits of the sha256 of the plan's canonical spec JSON (sorted keys).
+    Cached: every tick compares the running snapshot's hash with the configured plan's."""
     canonical = json.dumps(
         plan_to_spec(plan), sort_keys=True, separators=(",", ":"), allow_nan=False
     )

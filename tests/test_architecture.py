@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -55,6 +57,22 @@ def test_core_imports_only_core_and_stdlib() -> None:
                 targets = [sub] if sub else names
                 for target in targets:
                     assert target in allowed, f"canary/{module} imports canary.{target}"
+
+
+def test_importing_the_core_loads_no_io_module_even_indirectly() -> None:
+    """A fresh interpreter: what importing the core adds to sys.modules (time and threading
+    are loaded by the interpreter itself before any of our code runs)."""
+    probe = (
+        "import sys; before = set(sys.modules); "
+        "import canary.plan, canary.model, canary.analysis, canary.decide, canary.routes; "
+        "print(sorted(set(sys.modules) - before))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout
+    added = {name.split(".")[0] for name in ast.literal_eval(out)}
+    bad = added & (FORBIDDEN | {"structlog", "asyncio", "requests", "urllib3"})
+    assert not bad, f"importing the core loads {sorted(bad)}"
 
 
 def test_the_check_catches_a_forbidden_import(tmp_path: Path) -> None:

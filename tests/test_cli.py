@@ -64,6 +64,24 @@ def test_validate_reports_problems_of_all_files_at_once() -> None:
             assert any(text in line and str(path) in line for line in errors), (path, text)
 
 
+def test_validate_an_empty_file_is_a_usage_error(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("---\n")
+    code, out, err = run("validate", str(empty))
+    assert code == 2 and "no plans found" in err and "valid" not in out
+
+
+def test_validate_warns_about_a_window_no_scrape_interval_can_fill(tmp_path: Path) -> None:
+    text = (ROOT / "config" / "plans" / "reviews.yaml").read_text()
+    short = tmp_path / "short.yaml"
+    short.write_text(text.replace("window: 1m ", "window: 40s"))
+    code, _, err = run("validate", str(short))
+    assert code == 0 and "warning" not in err  # 40s ≥ 2 × 15s
+    code, _, err = run("validate", "--scrape-interval", "30s", str(short))
+    assert code == 0
+    assert "spec.analysis.window 40s is shorter than two scrape intervals (1m)" in err
+
+
 def test_validate_missing_file_is_a_usage_error() -> None:
     code, _, err = run("validate", "/nonexistent/plan.yaml")
     assert code == 2 and "/nonexistent/plan.yaml" in err
@@ -100,9 +118,13 @@ def test_demo_shows_good_then_bad_release() -> None:
     code, out, _ = run("demo", "--fast")
     assert code == 0
     good, _, bad = out.partition("(a bad release)")
-    for weight in ("canary 10%", "canary 50%", "canary 100%"):
-        assert weight in good
+    for step, weight in enumerate((10, 50, 100)):
+        assert f"step {step}: canary {weight}%" in good
+        assert f"check.passed               step {step} ({weight}%)" in good
+    assert "check.failed" not in good
     assert "rollout.succeeded" in good and "rollout.finalised" in good
+    assert "step 1: canary 50%" not in bad  # the bad release never left 10 %
+    assert "check.failed               step 0 (10%)" in bad
     order = [
         "check.failed",
         "rollback.traffic_reverted",

@@ -811,10 +811,11 @@ def test_critical_fail_rolls_back_at_once_even_after_passes() -> None:
     assert d.start_rollback == BASE_REV
 
 
-def test_a_canary_that_becomes_unavailable_fails_its_checks() -> None:
-    state = progressing(1, fails=1)
+def test_a_canary_that_becomes_unavailable_with_traffic_is_rolled_back_at_once() -> None:
+    state = progressing(1)  # no failed check so far
     d = run(state, observe(live=AT_50, canary_available=False, metrics=passing(1)), MIN)
-    assert names(d)[:2] == (ev.CHECK_FAILED, ev.ROLLBACK_STARTED)
+    assert names(d)[:2] == (ev.ROLLBACK_STARTED, ev.WEIGHT_SET)
+    assert d.weights == ALL_STABLE and d.start_rollback == BASE_REV
     assert d.weights == ALL_STABLE
 
 
@@ -941,7 +942,9 @@ def test_command_for_another_rollout_is_dropped_and_consumed(state: RolloutState
     ],
 )
 def test_command_that_does_not_apply_to_the_phase_is_dropped(state: RolloutState, cmd: str) -> None:
-    obs = observe(live=state.weights, command=command(cmd), canary_available=False)
+    # the canary is down only where it has no traffic (else it is rolled back at once)
+    down = state.weights.canary == 0
+    obs = observe(live=state.weights, command=command(cmd), canary_available=not down)
     if state.phase is Phase.ROLLED_BACK:
         obs = replace(
             obs,
@@ -1071,17 +1074,21 @@ def test_a_check_over_drifted_weights_is_not_counted() -> None:
 
 
 def test_rollout_never_raises_the_share_of_an_unavailable_canary() -> None:
-    # drifted to all-stable while the canary is down: the step weight is not put back
+    # drifted to all-stable while the canary is down: the step weight is not put back, and
+    # the canary that went down with traffic is rolled back at once
     d = run(progressing(1), observe(live=ALL_STABLE, canary_available=False), MIN)
     assert d.weights is None
-    assert d.state.phase is Phase.PROGRESSING
+    assert d.state.phase is Phase.ROLLING_BACK
+    assert d.start_rollback == BASE_REV
 
 
 def test_refused_drift_rewrite_is_not_reported_every_tick() -> None:
-    """Regression: a drift that cannot be rewritten (canary unavailable) is reported once, not on
-    every tick with nothing changed."""
-    obs = observe(live=ALL_STABLE, canary_available=False)
-    first = run(progressing(1), obs, MIN)
+    """Regression: a drift that cannot be rewritten (stable unavailable, in a pause on stable)
+    is reported once, not on every tick with nothing changed."""
+    obs = observe(live=AT_50, stable_available=False)
+    state = paused(PauseKind.ERRORS, step=1, weights=ALL_STABLE)
+    first = run(state, obs, MIN)
+    assert names(first) == (ev.WEIGHT_DRIFT,)
     second = again(PLAN, first, obs, T0 + 2 * MIN)
     assert not second.changed
     assert names(second) == ()
@@ -1206,13 +1213,18 @@ def test_a_new_leader_waits_for_a_pending_release_before_the_first_attempt() -> 
 
 
 def test_confirmation_needs_a_deployed_rollback_revision_newer_than_the_canary() -> None:
-    # helm exited 0, but history still shows the canary's revision deployed: not confirmed
+    # helm exited 0, but history still shows the canary's revision deployed: not confirmed,
+    # and not repeated either while the history may lag (one breach, one rollback)
     state = rolling_back(attempts=1, started_at=T0)
     d = run(state, observe(rollback_job=job(ok=True)), MIN)
     assert d.state.phase is Phase.ROLLING_BACK
-    assert names(d) == (ev.ROLLBACK_HELM_FAILED,)
-    assert "Rollback to 3" in d.events[0].fields["error"]
-    retry = run(d.state, observe(), MIN + 10 * SEC)  # the backoff runs from the failure
+    assert names(d) == (ev.ROLLBACK_WAITING,)
+    assert d.start_rollback is None
+    # still not there after the rollback timeout: the attempt counts as failed
+    late = run(d.state, observe(rollback_job=job(ok=True)), PLAN.rollback.timeout)
+    assert names(late) == (ev.ROLLBACK_HELM_FAILED,)
+    assert "Rollback to 3" in late.events[0].fields["error"]
+    retry = run(late.state, observe(), PLAN.rollback.timeout + 10 * SEC)  # backoff from failure
     assert names(retry) == (ev.ROLLBACK_HELM_STARTED,)
 
 
@@ -1902,3 +1914,40 @@ def test_a_rollout_started_under_an_invalid_plan_pauses_at_once() -> None:
     assert names(d) == (ev.ROLLOUT_STARTED, ev.PLAN_INVALID, ev.ROLLOUT_PAUSED)
     assert d.state.phase is Phase.PAUSED and d.state.paused is PauseKind.INVALID_PLAN
     assert d.weights is None and d.state.weights == ALL_STABLE
+
+
+@pytest.mark.parametrize(
+    ("state", "window", "after"),
+    [
+        pytest.param(progressing(1, step_started_at=T0), MIN, 5 * SEC, id="during-settle"),
+        pytest.param(progressing(1, step_started_at=T0), 2 * MIN, MIN, id="window-before-step"),
+        pytest.param(
+            progressing(1, step_started_at=T0, last_check_at=T0 + MIN),
+            MIN,
+            MIN + SEC,
+            id="interval-not-elapsed",
+        ),
+    ],
+)
+def test_decide_never_counts_a_check_outside_the_step(
+    state: RolloutState, window: timedelta, after: timedelta
+) -> None:
+    """DESIGN §3 is enforced by decide itself, not only by the controller's scheduling."""
+    bad = sample(step=1, window=window, error_rate=0.5)
+    d = run(state, observe(live=AT_50, metrics=bad), after)
+    assert names(d) == ()
+    assert d.state.fails == 0 and not d.changed
+
+
+def test_a_breach_in_the_same_conditions_but_due_is_counted() -> None:
+    state = progressing(1, step_started_at=T0)
+    d = run(state, observe(live=AT_50, metrics=sample(step=1, error_rate=0.5)), MIN)
+    assert names(d) == (ev.CHECK_FAILED,) and d.state.fails == 1
+
+
+@pytest.mark.parametrize("step", [7, -1])
+def test_a_state_with_an_impossible_step_is_treated_as_lost(step: int) -> None:
+    d = run(replace(progressing(1), step=step), observe(live=AT_50), MIN)
+    assert names(d)[:2] == (ev.STATE_LOST, ev.WEIGHT_SET)
+    assert d.weights == ALL_STABLE
+    assert d.state.phase is Phase.PENDING and d.state.step == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from functools import cache
@@ -99,7 +100,13 @@ def spec_validator() -> jsonschema.protocols.Validator:
     VirtualService spec. OpenAPI v3.0 schemas are JSON Schema draft 4 plus extensions
     (``nullable``, ``x-kubernetes-*``), which draft 4 validators ignore.
     """
-    schema = json.loads((ISTIO_SCHEMAS / "virtualservice_v1.json").read_text())
+    path = ISTIO_SCHEMAS / "virtualservice_v1.json"
+    if not path.exists():  # the workspace's shared/ sits beside the repository (and in CI)
+        message = f"Istio's VirtualService schema not found at {path}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    schema = json.loads(path.read_text())
     assert schema["type"] == "object"
     spec_schema = schema["properties"]["spec"]
     assert spec_schema["additionalProperties"] is False  # unknown fields are rejected

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -641,24 +640,6 @@ def test_state_annotation_survives_helm_and_round_trips() -> None:
     assert raw is not None and state_from_json(raw).reason == "step 0"
     vs = w.cluster.get(VIRTUAL_SERVICE, "bookinfo", "reviews")
     assert vs is not None and STATE_ANNOTATION in vs["metadata"]["annotations"]
-
-
-def test_a_simulated_rollout_is_fast() -> None:
-    """~15 simulated minutes, ticked every 5 s with a read, status and sample: well under 1 s."""
-    w = started_canary("good")
-    began = time.process_time()
-    for tick in range(180):
-        view = w.router.read(w.plan)
-        w.workloads.status("bookinfo", "reviews-v1")
-        w.workloads.status("bookinfo", "reviews-v3")
-        w.releases.history(w.plan.release)
-        if tick % 20 == 0:
-            weight = min(100, 10 + tick // 2)
-            w.router.write(w.plan, view, Weights.canary_at(weight), "{}", False)
-        if tick % 6 == 0:
-            sample(w)
-        w.advance(timedelta(seconds=5))
-    assert time.process_time() - began < 1.0
 
 
 def test_the_simulator_imports_no_io_or_wall_clock() -> None:

@@ -22,14 +22,13 @@ from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
 from canary import queries
+from canary.analysis import DEFAULT_SCRAPE_INTERVAL
 from canary.model import MetricsSample, MetricValue
 from canary.plan import DEFAULT_LATENCY_QUANTILE, Metric, MetricType
 from canary.ports import CheckRequest, Clock
 from canary.sim.behaviour import Behaviour
 from canary.sim.cluster import SimCluster
 
-#: Prometheus's scrape interval in the simulated cluster (DESIGN §5 default).
-DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
 DEFAULT_RPS = 50.0
 PROMETHEUS_DOWN = (
     'connection refused: Post "http://prometheus.istio-system:9090/api/v1/query": '

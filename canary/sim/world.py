@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from canary.analysis import DEFAULT_SCRAPE_INTERVAL
 from canary.model import STATE_ANNOTATION
 from canary.plan import Destination, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
 from canary.sim import chart
 from canary.sim.clock import FakeClock
 from canary.sim.cluster import DEFAULT_READY_AFTER, VIRTUAL_SERVICE, SimCluster
-from canary.sim.mesh import DEFAULT_SCRAPE_INTERVAL, SimMesh
+from canary.sim.mesh import SimMesh
 from canary.sim.ports import SimEventSink, SimReleases, SimRouter, SimStateStore, SimWorkloads
 from canary.sim.scenarios import Scenario, get_scenario
 
