@@ -1951,3 +1951,47 @@ def test_a_state_with_an_impossible_step_is_treated_as_lost(step: int) -> None:
     assert names(d)[:2] == (ev.STATE_LOST, ev.WEIGHT_SET)
     assert d.weights == ALL_STABLE
     assert d.state.phase is Phase.PENDING and d.state.step == 0
+
+
+# =================================================================================================
+# Regressions from the review of issue 2
+# =================================================================================================
+
+
+def test_a_pause_refused_by_an_unavailable_stable_reaches_stable_once_it_is_back() -> None:
+    state = progressing(1, errors=PLAN.analysis.error_limit - 1)
+    paused_ = run(state, observe(live=AT_50, stable_available=False, metrics=erroring(1)), MIN)
+    assert paused_.state.phase is Phase.PAUSED and paused_.weights is None
+    back = again(PLAN, paused_, observe(live=AT_50), T0 + 2 * MIN)
+    assert back.weights == ALL_STABLE
+
+
+def test_never_succeeded_on_an_unavailable_canary() -> None:
+    state = progressing(2, passes=2)
+    d = run(state, observe(live=at_step(2), canary_available=False), 3 * MIN)
+    assert d.state.phase is not Phase.SUCCEEDED
+
+
+def test_promote_from_a_pause_on_stable_at_the_last_step_writes_100() -> None:
+    state = paused(PauseKind.ERRORS, step=2, weights=ALL_STABLE)
+    d = run(state, observe(live=ALL_STABLE, command=command("promote")), MIN)
+    assert d.state.phase is Phase.SUCCEEDED
+    assert d.weights == Weights.canary_at(100)
+
+
+def test_a_succeeded_canary_that_goes_down_gets_no_traffic_until_it_recovers() -> None:
+    full = Weights.canary_at(100)
+    down = run(succeeded(weights=full), observe(live=full, canary_available=False), MIN)
+    assert names(down) == (ev.CANARY_UNAVAILABLE, ev.WEIGHT_SET)
+    assert down.weights == ALL_STABLE and down.state.phase is Phase.SUCCEEDED
+    up = again(PLAN, down, observe(live=ALL_STABLE), T0 + 2 * MIN)
+    assert up.weights == full
+
+
+def test_no_rollout_leaves_pending_while_the_release_is_pending() -> None:
+    busy = release_at(BASE_REV, rev(CANARY_REV, RevisionStatus.PENDING_ROLLBACK, "Rollback to 3"))
+    d = run(None, observe(live=AT_10, release=busy, state_lost="stripped"), MIN)
+    assert d.state.phase is Phase.PENDING and d.weights == ALL_STABLE
+    assert d.state.revision is None and ev.RELEASE_PENDING in names(d)
+    still = again(PLAN, d, observe(release=busy), T0 + 2 * MIN)
+    assert still.state.phase is Phase.PENDING and not still.changed
