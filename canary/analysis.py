@@ -244,7 +244,7 @@ def evaluate(
     *,
     canary_available: bool,
     canary_unavailable_reason: str = "",
-    weights: Weights,
+    weights: Weights | None,
 ) -> CheckResult:
     """Judge one check of the current step; see the module docstring for the precedence."""
     common: dict[str, Any] = {
@@ -285,7 +285,14 @@ def evaluate(
 
     # Traffic not reaching the canary: stable's traffic says the canary's share should have
     # reached minRequests, yet the canary shows none (misrouting, a broken sidecar, ...).
-    if weights.canary > 0 and weights.stable > 0 and stable_n is not None and not canary_n:
+    # (``weights`` None: not known, e.g. `canary check` without a cluster; the rule is skipped.)
+    if (
+        weights is not None
+        and weights.canary > 0
+        and weights.stable > 0
+        and stable_n is not None
+        and not canary_n
+    ):
         expected = stable_n * weights.canary / weights.stable
         if expected >= minimum:
             return CheckResult(

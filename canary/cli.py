@@ -6,18 +6,24 @@ Exit codes are API (CI scripts branch on them): see :mod:`canary.exitcodes` and 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
 from canary import __version__, exitcodes
+from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
+from canary.analysis import CheckResult, evaluate
 from canary.errors import PlanError
 from canary.events import configure_logging
-from canary.plan import Plan, format_duration, load_plan_files, parse_duration
+from canary.model import MetricsSample, Verdict, Weights
+from canary.plan import MetricType, Plan, format_duration, load_plan_files, parse_duration
+from canary.ports import CheckRequest
+from canary.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary
 from canary.sim.run import SCENARIOS, demo, simulate
 from canary.sim.world import demo_plan
 from canary.timeline import format_line
@@ -73,10 +79,125 @@ def cmd_validate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+# -- check ------------------------------------------------------------------------------------
+
+
+def check_exit_code(sample: MetricsSample, result: CheckResult) -> int:
+    """DESIGN §5 exit codes of `check`: 0 pass · 1 fail · 2 config · 3 inconclusive · 4 down."""
+    if sample.error:
+        return exitcodes.CHECK_UNREACHABLE
+    if any(m.misconfigured for m in sample.metrics):
+        return exitcodes.USAGE
+    return {
+        Verdict.PASS: exitcodes.CHECK_PASS,
+        Verdict.FAIL: exitcodes.CHECK_FAIL,
+        Verdict.ERROR: exitcodes.CHECK_UNREACHABLE,
+        Verdict.INCONCLUSIVE: exitcodes.CHECK_INCONCLUSIVE,
+    }[result.verdict]
+
+
+def check_warnings(plan: Plan) -> list[str]:
+    out = []
+    for m in plan.analysis.metrics:
+        if m.type is not MetricType.LATENCY:
+            continue
+        for name, bound in (("max", m.max), ("min", m.min)):
+            if bound is not None and not on_bucket_boundary(bound):
+                out.append(
+                    f"{m.name}.{name} {bound:g} ms is not one of Istio's histogram bucket "
+                    "boundaries: the quantile is interpolated inside a bucket, so values near "
+                    "the bound are estimates (boundaries near it: "
+                    f"{_neighbours(bound)})"
+                )
+    return out
+
+
+def _neighbours(bound: float) -> str:
+    below = [b for b in ISTIO_LATENCY_BUCKETS if b < bound]
+    above = [b for b in ISTIO_LATENCY_BUCKETS if b > bound]
+    return ", ".join(f"{b:g}" for b in ([below[-1]] if below else []) + above[:1])
+
+
+def _print_check(plan: Plan, sample: MetricsSample, result: CheckResult, out: TextIO) -> None:
+    window = format_duration(sample.window)
+    print(f"{plan.key}: {result.verdict.value} — {result.reason}", file=out)
+    print(
+        f"window {window}; requests canary {_fmt(sample.canary_requests)}, stable "
+        f"{_fmt(sample.stable_requests)} (minRequests {plan.analysis.min_requests})",
+        file=out,
+    )
+    if not result.metrics:
+        return
+    rows = [("METRIC", "CANARY", "STABLE", "BOUNDS", "VERDICT")]
+    for m in result.metrics:
+        bounds = ", ".join(f"{k} {v:g}" for k, v in m.bounds.items())
+        stable = _fmt(m.stable_value) if m.stable_query else "-"
+        rows.append((m.name, _fmt(m.value), stable, bounds, m.verdict.value))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)
+    for m in result.metrics:
+        print(f"\n{m.name}: {m.reason}", file=out)
+        print(f"  canary: {m.query}", file=out)
+        if m.stable_query:
+            print(f"  stable: {m.stable_query}", file=out)
+
+
+def _fmt(value: float | None) -> str:
+    return "no data" if value is None else f"{value:.6g}"
+
+
+def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    url = args.prometheus_url
+    if not url:
+        print(
+            "error: no Prometheus URL: pass --prometheus-url or set CANARY_PROMETHEUS_URL", file=err
+        )
+        return exitcodes.USAGE
+    if "/" in args.plan and not Path(args.plan).exists() and args.plan.count("/") == 1:
+        print(
+            f"error: {args.plan} is not a file; checking a plan the controller serves "
+            "(NAMESPACE/NAME) needs the cluster adapters, not built yet: pass the plan file",
+            file=err,
+        )
+        return exitcodes.USAGE
+    plan = _single_plan([args.plan], err, what="check")
+    if plan is None:
+        return exitcodes.USAGE
+    for warning in check_warnings(plan):
+        print(f"warning: {warning}", file=err)
+    scrape = args.scrape_interval.total_seconds()
+    window = timedelta(seconds=(plan.analysis.window.total_seconds() // scrape) * scrape)
+    request = CheckRequest(
+        plan=plan.key,
+        rollout_id="check",
+        step=0,
+        namespace=plan.namespace,
+        stable=plan.workloads.stable,
+        canary=plan.workloads.canary,
+        service=plan.virtual_service.canary.host,
+        window=window,
+        metrics=plan.analysis.metrics,
+    )
+    source = PrometheusSource(PrometheusConfig(url=url, timeout=args.timeout, retries=args.retries))
+    sample = source.sample([request], datetime.now(UTC))[plan.key]
+    weights = Weights.canary_at(args.canary_weight) if args.canary_weight is not None else None
+    result = evaluate(plan.analysis, sample, canary_available=True, weights=weights)
+    code = check_exit_code(sample, result)
+    if args.output == "json":
+        doc = {"plan": plan.key, "exitCode": code, **result.to_fields()}
+        print(json.dumps(doc, indent=2, default=str), file=out)
+    else:
+        _print_check(plan, sample, result, out)
+    if sample.error:
+        print(f"error: {sample.error}", file=err)
+    return code
+
+
 # -- simulate / demo --------------------------------------------------------------------------
 
 
-def _single_plan(paths: Sequence[str], err: TextIO) -> Plan | None:
+def _single_plan(paths: Sequence[str], err: TextIO, what: str = "simulate") -> Plan | None:
     try:
         plans = load_plan_files(paths)
     except PlanError as exc:
@@ -89,7 +210,7 @@ def _single_plan(paths: Sequence[str], err: TextIO) -> Plan | None:
     if len(plans) != 1:
         names = ", ".join(p.key for p in plans) or "none"
         print(
-            f"error: {paths[0]} holds {len(plans)} plans ({names}); simulate takes a file with "
+            f"error: {paths[0]} holds {len(plans)} plans ({names}); {what} takes a file with "
             "exactly one",
             file=err,
         )
@@ -180,6 +301,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_validate)
 
+    p = sub.add_parser("check", help="run a plan's checks once against a live Prometheus")
+    p.add_argument("plan", metavar="PLAN", help="plan file (one plan)")
+    p.add_argument(
+        "--prometheus-url",
+        default=os.environ.get("CANARY_PROMETHEUS_URL", ""),
+        help="Prometheus base URL (env CANARY_PROMETHEUS_URL)",
+    )
+    p.add_argument(
+        "--scrape-interval",
+        type=_duration,
+        default=os.environ.get("CANARY_SCRAPE_INTERVAL", "15s"),
+        help="Prometheus's scrape interval; the window is rounded down to a multiple of it",
+    )
+    p.add_argument("--timeout", type=_duration, default="5s", help="per-query timeout")
+    p.add_argument("--retries", type=int, default=1, help="retries per query")
+    p.add_argument(
+        "--canary-weight",
+        type=int,
+        choices=range(0, 101),
+        metavar="0-100",
+        default=None,
+        help="the canary's current weight, to apply the traffic-not-reaching-canary rule",
+    )
+    p.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    p.set_defaults(func=cmd_check)
+
     p = sub.add_parser("simulate", help="run a plan against a simulated release and mesh")
     p.add_argument("plan", metavar="PLAN", help="plan file (one plan)")
     p.add_argument("--scenario", required=True, help="good, bad-errors, bad-latency, ...")
@@ -216,7 +363,7 @@ def main(
     except SystemExit as exc:  # argparse exits 2 on usage errors, as DESIGN §5 wants
         return int(exc.code or 0)
     fmt = args.log_format
-    if fmt is None and args.command in ("simulate", "demo", "validate"):
+    if fmt is None and args.command in ("simulate", "demo", "validate", "check"):
         fmt = "off"
     configure_logging(fmt, stream=err)
     func: Callable[[argparse.Namespace, TextIO, TextIO], int] = args.func

@@ -14,6 +14,12 @@ ROLLBACK_FAILED: Final = 4
 SUPERSEDED: Final = 5
 PAUSED: Final = 6
 
+#: Exit codes of `check` (DESIGN §5).
+CHECK_PASS: Final = 0
+CHECK_FAIL: Final = 1
+CHECK_INCONCLUSIVE: Final = 3
+CHECK_UNREACHABLE: Final = 4
+
 _BY_OUTCOME: Final = {
     Outcome.SUCCEEDED: SUCCEEDED,
     Outcome.ROLLED_BACK: ROLLED_BACK,

@@ -258,6 +258,7 @@ class MetricValue:
     stable_query: str = ""
     stable_value: float | None = None
     error: str = ""  # the query failed (Prometheus unreachable, 5xx, timeout)
+    misconfigured: bool = False  # the error is the plan's (HTTP 4xx: a bad custom query, ...)
 
 
 @dataclass(frozen=True)

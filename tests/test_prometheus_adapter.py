@@ -1,0 +1,399 @@
+"""The metrics port against a real Prometheus scraping a fake Istio mesh (DESIGN §8).
+
+One module-scoped mesh: every case's workloads are set at once before a single wait for a full
+window, so the whole file pays for one window (10 s at 1 s scrapes). Values come from the
+exporter's exact rates, so bounds are judged on known numbers.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
+from canary.analysis import CheckResult, evaluate
+from canary.cli import main
+from canary.errors import PlanError
+from canary.model import MetricsSample, Verdict, Weights
+from canary.plan import Plan, load_plan_text
+from canary.ports import CheckRequest
+from canary.queries import render_key, requests_key
+from tests.support.istio_exporter import IstioExporter
+from tests.support.prometheus import PrometheusServer
+
+NS = "adapter"
+WINDOW = timedelta(seconds=10)
+
+#: (workload, rps, error ratio, latency ms). Fixed latencies land in one bucket each, so the
+#: p99 is that bucket's interpolation: 60 ms → (50, 100] → 99.5; 120 ms → (100, 250] → 248.5;
+#: 800 ms → (500, 1000] → 995.
+MESH = [
+    ("good-v1", 40.0, 0.001, 60.0),
+    ("good-v3", 10.0, 0.0, 60.0),
+    ("errors-v1", 40.0, 0.0, 60.0),
+    ("errors-v3", 10.0, 0.05, 60.0),
+    ("slow-v1", 40.0, 0.0, 60.0),
+    ("slow-v3", 10.0, 0.0, 800.0),
+    ("twice-v1", 40.0, 0.0, 60.0),
+    ("twice-v3", 10.0, 0.0, 120.0),
+    ("idle-v1", 40.0, 0.0, 60.0),
+    ("idle-v3", 0.0, 0.0, 60.0),  # registered, never served: no series at all
+    ("missed-v1", 40.0, 0.0, 60.0),
+    ("ghost-v1", 40.0, 0.0, 60.0),  # its canary ghost-v3 does not exist anywhere
+]
+
+METRICS = """
+    metrics:
+      - {name: error-rate, type: istio-error-rate, max: 0.01, maxAboveStable: 0.005}
+      - {name: latency-p99, type: istio-latency, quantile: 0.99, max: 500, maxRatioToStable: 1.5}
+"""
+
+
+def plan_yaml(app: str, metrics: str = METRICS) -> str:
+    return f"""
+apiVersion: canary.dev/v1
+kind: RolloutPlan
+metadata: {{name: {app}, namespace: {NS}}}
+spec:
+  release: {app}
+  virtualService:
+    name: {app}
+    stable: {{host: {app}, subset: v1}}
+    canary: {{host: {app}, subset: v3}}
+  workloads: {{stable: {app}-v1, canary: {app}-v3}}
+  analysis:
+    interval: 5s
+    window: 10s
+    settle: 0s
+    minRequests: 20
+{metrics}"""
+
+
+def plan_for(app: str, metrics: str = METRICS) -> Plan:
+    return load_plan_text(plan_yaml(app, metrics), source=f"<{app}>")[0]
+
+
+def request(plan: Plan, window: timedelta = WINDOW) -> CheckRequest:
+    return CheckRequest(
+        plan=plan.key,
+        rollout_id="r-1",
+        step=0,
+        namespace=plan.namespace,
+        stable=plan.workloads.stable,
+        canary=plan.workloads.canary,
+        service=plan.virtual_service.canary.host,
+        window=window,
+        metrics=plan.analysis.metrics,
+    )
+
+
+@pytest.fixture(scope="module")
+def mesh(istio_exporter: IstioExporter, prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
+    since = 0.0
+    for workload, rps, errors, latency in MESH:
+        since = istio_exporter.set(NS, workload, rps=rps, error_ratio=errors, latency_ms=latency)
+    prometheus.wait_for_window(since, WINDOW.total_seconds())
+    yield prometheus
+    for workload, *_ in MESH:
+        istio_exporter.remove(NS, workload)
+
+
+@pytest.fixture
+def source(mesh: PrometheusServer) -> PrometheusSource:
+    return PrometheusSource(PrometheusConfig(url=mesh.url))
+
+
+def judge(
+    source: PrometheusSource, plan: Plan, weights: Weights | None = None
+) -> tuple[MetricsSample, CheckResult]:
+    sample = source.sample([request(plan)], datetime.now(UTC))[plan.key]
+    return sample, evaluate(plan.analysis, sample, canary_available=True, weights=weights)
+
+
+def by_name(result: CheckResult) -> dict[str, Any]:
+    return {m.name: m for m in result.metrics}
+
+
+# --- verdicts on known numbers ------------------------------------------------------------------
+
+
+def test_a_healthy_canary_passes(source: PrometheusSource) -> None:
+    sample, result = judge(source, plan_for("good"), Weights.canary_at(20))
+    assert result.verdict is Verdict.PASS, result.reason
+    metrics = by_name(result)
+    # traffic and no 5xx: an error rate of 0, not an empty result
+    assert metrics["error-rate"].value == 0.0
+    assert metrics["error-rate"].stable_value == pytest.approx(0.001, rel=0.05)
+    assert metrics["latency-p99"].value == pytest.approx(99.5)
+    assert sample.canary_requests == pytest.approx(100, rel=0.1)  # 10 rps × 10 s
+    assert sample.stable_requests == pytest.approx(400, rel=0.1)
+
+
+def test_five_percent_5xx_fails_an_error_rate_max_of_one_percent(source: PrometheusSource) -> None:
+    _, result = judge(source, plan_for("errors"))
+    assert result.verdict is Verdict.FAIL
+    err = by_name(result)["error-rate"]
+    assert err.verdict is Verdict.FAIL and err.value == pytest.approx(0.05, rel=0.05)
+    assert "> max 0.01" in err.reason
+
+
+def test_800ms_fails_a_p99_max_of_500ms(source: PrometheusSource) -> None:
+    _, result = judge(source, plan_for("slow"))
+    latency = by_name(result)["latency-p99"]
+    assert result.verdict is Verdict.FAIL and latency.verdict is Verdict.FAIL
+    assert latency.value == pytest.approx(995.0)
+
+
+def test_twice_as_slow_as_stable_fails_the_ratio_within_the_absolute_max(
+    source: PrometheusSource,
+) -> None:
+    _, result = judge(source, plan_for("twice"))
+    latency = by_name(result)["latency-p99"]
+    assert latency.value == pytest.approx(248.5) and latency.value < 500
+    assert latency.stable_value == pytest.approx(99.5)
+    assert latency.verdict is Verdict.FAIL and "maxRatioToStable 1.5" in latency.reason
+    assert "> max 500" not in latency.reason
+
+
+@pytest.mark.parametrize("app", ["idle", "ghost"], ids=["zero-canary-traffic", "unknown-workload"])
+def test_no_canary_data_is_inconclusive(source: PrometheusSource, app: str) -> None:
+    sample, result = judge(source, plan_for(app))
+    assert result.verdict is Verdict.INCONCLUSIVE
+    assert not sample.canary_requests  # empty vector: None
+    assert all(m.value is None for m in result.metrics)
+
+
+def test_canary_silent_while_stable_serves_plenty_is_traffic_not_reaching_it(
+    source: PrometheusSource,
+) -> None:
+    _, result = judge(source, plan_for("missed"), Weights.canary_at(10))
+    assert result.verdict is Verdict.FAIL
+    assert "traffic is not reaching the canary" in result.reason
+
+
+def test_a_bad_custom_query_is_a_config_error_naming_the_metric(source: PrometheusSource) -> None:
+    plan = plan_for(
+        "good",
+        """
+    metrics:
+      - {name: broken, type: custom, query: 'sum(rate(istio_requests_total[$window])', max: 1}
+""",
+    )
+    sample, result = judge(source, plan)
+    (value,) = sample.metrics
+    assert value.misconfigured and "broken" in value.error and "HTTP 400" in value.error
+    assert result.verdict is Verdict.ERROR
+
+
+def test_a_custom_query_with_several_series_names_their_labels(source: PrometheusSource) -> None:
+    plan = plan_for(
+        "good",
+        """
+    metrics:
+      - name: per-code
+        type: custom
+        query: 'sum by (destination_workload) (rate(istio_requests_total{destination_workload_namespace="$namespace"}[$window]))'
+        max: 1000
+""",  # noqa: E501
+    )
+    sample, _ = judge(source, plan)
+    (value,) = sample.metrics
+    assert value.misconfigured and "expected one" in value.error
+    assert 'destination_workload="good-v3"' in value.error
+
+
+def test_a_custom_query_yields_its_value(source: PrometheusSource) -> None:
+    plan = plan_for(
+        "good",
+        """
+    metrics:
+      - name: canary-rps
+        type: custom
+        query: 'sum(rate(istio_requests_total{reporter="destination",destination_workload_namespace="$namespace",destination_workload="$canary"}[$window]))'
+        max: 1000
+""",  # noqa: E501
+    )
+    sample, result = judge(source, plan)
+    assert sample.metrics[0].value == pytest.approx(10.0, rel=0.05)
+    assert result.verdict is Verdict.PASS
+
+
+def test_an_injection_attempt_in_a_workload_name_is_rejected_at_validation() -> None:
+    text = plan_yaml("good").replace(
+        "canary: good-v3}", 'canary: "good-v3\\",destination_workload=~\\".+"}'
+    )
+    with pytest.raises(PlanError) as info:
+        load_plan_text(text, source="<injection>")
+    assert "spec.workloads.canary" in str(info.value)
+
+
+# --- batching -----------------------------------------------------------------------------------
+
+
+def test_fifty_rollouts_cost_no_more_queries_than_windows_times_metric_types(
+    mesh: PrometheusServer,
+) -> None:
+    source = PrometheusSource(PrometheusConfig(url=mesh.url))
+    plans = [plan_for(f"app{i}") for i in range(50)]
+    windows = [timedelta(seconds=10), timedelta(seconds=6)]
+    requests_ = [request(p, windows[i % 2]) for i, p in enumerate(plans)]
+    answers = source.sample(requests_, datetime.now(UTC))
+    assert set(answers) == {p.key for p in plans}
+    kinds = 3  # error rate, latency, request count
+    assert source.queries_sent <= len(windows) * kinds
+    # and the batched answer for a workload equals the single-workload query's answer
+    good = plan_for("good")
+    single = source.sample([request(good)], datetime.now(UTC))[good.key]
+    batch = PrometheusSource(PrometheusConfig(url=mesh.url)).sample(
+        [request(good), *requests_[:5]], datetime.now(UTC)
+    )[good.key]
+    assert batch.canary_requests == pytest.approx(single.canary_requests, rel=0.05)
+    assert [m.value for m in batch.metrics] == pytest.approx(
+        [m.value for m in single.metrics], rel=0.05
+    )
+
+
+# --- failures -----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def blackhole() -> Iterator[str]:
+    """A server that accepts connections and never answers: only our timeout ends a query."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for conn in held:
+        conn.close()
+    server.close()
+
+
+def test_a_hanging_prometheus_is_an_error_within_our_timeout_budget(blackhole: str) -> None:
+    config = PrometheusConfig(url=blackhole, timeout=timedelta(seconds=1), retries=1)
+    plan = plan_for("good")
+    began = time.monotonic()
+    sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
+    elapsed = time.monotonic() - began
+    assert sample.error and "unreachable" in sample.error
+    # one query (the request counts fail first), two tries of 1 s each, plus the backoff
+    assert elapsed < 2 * 1.0 + 1.0
+    result = evaluate(plan.analysis, sample, canary_available=True, weights=None)
+    assert result.verdict is Verdict.ERROR
+
+
+def test_secrets_stay_out_of_errors_and_repr(tmp_path: Path, blackhole: str) -> None:
+    token = tmp_path / "token"
+    token.write_text("s3cr3t-token\n")
+    config = PrometheusConfig(
+        url=blackhole, timeout=timedelta(seconds=1), retries=0, bearer_token_file=str(token)
+    )
+    plan = plan_for("good")
+    sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
+    assert "s3cr3t" not in sample.error and "s3cr3t" not in repr(config)
+
+
+def test_prometheus_stopped_mid_test_gives_error_then_recovers(
+    mesh: PrometheusServer, source: PrometheusSource
+) -> None:
+    plan = plan_for("good")
+    with mesh.down():
+        sample = source.sample([request(plan)], datetime.now(UTC))[plan.key]
+        assert "unreachable" in sample.error
+        assert evaluate(plan.analysis, sample, canary_available=True, weights=None).verdict is (
+            Verdict.ERROR
+        )
+    mesh.wait_for_scrape()
+    assert not source.sample([request(plan)], datetime.now(UTC))[plan.key].error
+
+
+# --- canary check -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("app", "code"),
+    [("good", 0), ("errors", 1), ("idle", 3)],
+    ids=["pass", "fail", "inconclusive"],
+)
+def test_canary_check_exit_codes(
+    mesh: PrometheusServer, tmp_path: Path, capsys: pytest.CaptureFixture[str], app: str, code: int
+) -> None:
+    path = tmp_path / f"{app}.yaml"
+    path.write_text(plan_yaml(app))
+    argv = ["check", str(path), "--prometheus-url", mesh.url, "--scrape-interval", "1s"]
+    assert main(argv) == code
+    out = capsys.readouterr().out
+    assert "istio_requests_total" in out and "error-rate" in out and "latency-p99" in out
+
+
+def test_canary_check_json_and_config_error(
+    mesh: PrometheusServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text(
+        plan_yaml(
+            "good",
+            """
+    metrics:
+      - {name: broken, type: custom, query: 'sum(rate(x[$window])', max: 1}
+""",
+        )
+    )
+    argv = ["check", str(path), "--prometheus-url", mesh.url, "--scrape-interval", "1s"]
+    assert main([*argv, "-o", "json"]) == 2
+    doc = __import__("json").loads(capsys.readouterr().out)
+    assert doc["exitCode"] == 2 and doc["metrics"][0]["name"] == "broken"
+
+
+def test_canary_check_unreachable_is_exit_4(tmp_path: Path, blackhole: str) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(plan_yaml("good"))
+    argv = ["check", str(path), "--prometheus-url", blackhole, "--timeout", "1s", "--retries", "0"]
+    assert main(argv) == 4
+
+
+def test_canary_check_warns_when_a_latency_bound_is_between_buckets(
+    mesh: PrometheusServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "good.yaml"
+    path.write_text(plan_yaml("good", METRICS.replace("max: 500,", "max: 400,")))
+    main(["check", str(path), "--prometheus-url", mesh.url, "--scrape-interval", "1s"])
+    err = capsys.readouterr().err
+    assert "latency-p99.max 400 ms is not one of Istio's histogram bucket boundaries" in err
+    assert "250, 500" in err
+
+
+def test_requests_reporter_follows_the_plans_istio_metrics() -> None:
+    source_only = plan_for(
+        "good",
+        METRICS.replace(
+            "type: istio-error-rate,", "type: istio-error-rate, reporter: source,"
+        ).replace("type: istio-latency,", "type: istio-latency, reporter: source,"),
+    )
+    key = requests_key(source_only.analysis.metrics, WINDOW)
+    assert 'reporter="source"' in render_key(key, [(NS, "good-v3")])
+    mixed = plan_for("good")
+    assert 'reporter="destination"' in render_key(
+        requests_key(mixed.analysis.metrics, WINDOW), [(NS, "good-v3")]
+    )
