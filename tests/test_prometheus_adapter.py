@@ -397,3 +397,70 @@ def test_requests_reporter_follows_the_plans_istio_metrics() -> None:
     assert 'reporter="destination"' in render_key(
         requests_key(mixed.analysis.metrics, WINDOW), [(NS, "good-v3")]
     )
+
+
+@pytest.fixture
+def recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
+    """A minimal Prometheus API stand-in that records request headers (for auth tests)."""
+    import http.server
+    import json as json_
+
+    seen: list[dict[str, str]] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(dict(self.headers))
+            body = json_.dumps(
+                {"status": "success", "data": {"resultType": "vector", "result": []}}
+            ).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    server.shutdown()
+    server.server_close()
+
+
+def test_bearer_token_is_read_from_its_file_on_every_batch(
+    tmp_path: Path, recorder: tuple[str, list[dict[str, str]]]
+) -> None:
+    url, seen = recorder
+    token = tmp_path / "token"
+    token.write_text("first\n")
+    source = PrometheusSource(PrometheusConfig(url=url, bearer_token_file=str(token)))
+    plan = plan_for("good")
+    source.sample([request(plan)], datetime.now(UTC))
+    token.write_text("rotated\n")  # a projected service-account token was renewed
+    source.sample([request(plan)], datetime.now(UTC))
+    auth = [h.get("Authorization") for h in seen]
+    assert auth[0] == "Bearer first" and auth[-1] == "Bearer rotated"
+
+
+def test_basic_auth_from_env(
+    monkeypatch: pytest.MonkeyPatch, recorder: tuple[str, list[dict[str, str]]]
+) -> None:
+    import base64
+
+    url, seen = recorder
+    monkeypatch.setenv("PROM_PASSWORD", "pa55")
+    config = PrometheusConfig(url=url, username="canary", password_env="PROM_PASSWORD")
+    plan = plan_for("good")
+    PrometheusSource(config).sample([request(plan)], datetime.now(UTC))
+    expected = "Basic " + base64.b64encode(b"canary:pa55").decode()
+    assert seen and all(h.get("Authorization") == expected for h in seen)
+
+
+def test_a_missing_token_file_is_an_error_for_every_check(tmp_path: Path) -> None:
+    config = PrometheusConfig(url="http://127.0.0.1:1", bearer_token_file=str(tmp_path / "nope"))
+    plan = plan_for("good")
+    sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
+    assert "cannot read the Prometheus bearer token file" in sample.error

@@ -41,7 +41,7 @@ def requests_rate(workload: str, window: int = WINDOW_S, **kw: str) -> str:
 
 
 def error_ratio(workload: str) -> str:
-    """The shape of canary/queries.py's istio-error-rate template."""
+    """An error-ratio query of the single-workload shape (the support test keeps its own copy)."""
     errors = "istio_requests_total" + selector(workload, extra=',response_code=~"5.."')
     return f"(sum(rate({errors}[{WINDOW_S}s])) or on() vector(0)) / {requests_rate(workload)}"
 
