@@ -5,7 +5,10 @@
     CanaryError
     ├── ConfigError          the input is wrong; a human fixes it (exit 2, plan paused on stable)
     │   ├── PlanError        a plan failed validation; carries every problem at once
-    │   └── RouteError       the VirtualService route is not the one the plan describes
+    │   ├── RouteError       the VirtualService route is not the one the plan describes
+    │   ├── NotFoundError    an object the plan names does not exist (HTTP 404)
+    │   ├── ForbiddenError   RBAC denies a verb on a resource (HTTP 401/403); names both
+    │   └── InvalidError     the API server rejected an object (HTTP 422)
     ├── TransientError       retry on the next tick; never a verdict by itself
     │   ├── ConflictError    resourceVersion changed under us: re-read and decide again
     │   └── UnavailableError a dependency (API server, Prometheus) did not answer
@@ -54,6 +57,18 @@ class PlanError(ConfigError):
 
 class RouteError(ConfigError):
     """The managed route cannot be used (missing, ambiguous, or not the plan's destinations)."""
+
+
+class NotFoundError(ConfigError):
+    """An object the plan names does not exist."""
+
+
+class ForbiddenError(ConfigError):
+    """RBAC denies the controller a verb on a resource; the message names both."""
+
+
+class InvalidError(ConfigError):
+    """The API server rejected what we sent as invalid."""
 
 
 class TransientError(CanaryError):

@@ -11,9 +11,9 @@ read side used by ``canary status`` and ``canary wait``.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from canary.model import Event, MetricsSample, ReleaseInfo, Weights, WorkloadStatus
 from canary.plan import Metric, Plan, ReleaseRef
@@ -28,6 +28,8 @@ class RouteView:
     route_error: str = ""
     state_raw: str | None = None  # the canary.dev/state annotation, verbatim
     command_raw: str | None = None  # the canary.dev/command annotation, verbatim
+    #: the object as read, for adapters that derive their write from it (JSON Patch paths)
+    obj: Mapping[str, Any] | None = field(default=None, compare=False, repr=False)
 
 
 class TrafficRouter(Protocol):

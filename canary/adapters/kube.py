@@ -1,0 +1,333 @@
+"""The Kubernetes API, through the official ``kubernetes`` client: connection, errors, workloads.
+
+* :func:`connect`: in-cluster config, else a kubeconfig and context; every request passes a
+  client-side rate limiter (the Python client has none, unlike client-go's QPS/burst).
+* :func:`translate`: ``ApiException`` and transport errors → our typed errors (errors.py), each
+  naming what it was about: 404 the missing object, 401/403 the missing RBAC verb and
+  resource, 409 a conflict, 422 an invalid object, 429/5xx/timeouts transient.
+* :class:`KubeWorkloads`: the Workloads port — a Deployment's availability and the normalised
+  pod-template hash that decides whether canary differs from stable (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import urllib3
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from canary.errors import (
+    CanaryError,
+    ConfigError,
+    ConflictError,
+    ForbiddenError,
+    InvalidError,
+    NotFoundError,
+    UnavailableError,
+)
+from canary.model import Event, WorkloadStatus
+from canary.templates import template_hash
+
+#: client-go's defaults: 5 requests/s sustained, bursts of 10. A controller serving a few
+#: dozen rollouts stays far below; a bug that loops on the API server is slowed, not amplified.
+DEFAULT_QPS = 5.0
+DEFAULT_BURST = 10
+#: Per-request timeout (connect, read): a hung API server must not stall a tick.
+DEFAULT_REQUEST_TIMEOUT = (5.0, 15.0)
+
+T = TypeVar("T")
+
+
+class RateLimitedApiClient(client.ApiClient):
+    """An ApiClient whose requests wait for a token bucket (``qps`` sustained, ``burst``)."""
+
+    def __init__(
+        self,
+        configuration: client.Configuration,
+        qps: float = DEFAULT_QPS,
+        burst: int = DEFAULT_BURST,
+    ) -> None:
+        super().__init__(configuration)
+        self._qps = qps
+        self._burst = float(burst)
+        self._tokens = float(burst)
+        self._stamp = time.monotonic()
+        self._lock = threading.Lock()
+
+    def _take(self) -> None:
+        if self._qps <= 0:
+            return
+        while True:
+            with self._lock:
+                now = time.monotonic()
+                self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._qps)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                wait = (1 - self._tokens) / self._qps
+            time.sleep(wait)
+
+    def call_api(self, *args: Any, **kwargs: Any) -> Any:
+        self._take()
+        return super().call_api(*args, **kwargs)
+
+
+def connect(
+    kubeconfig: str | None = None,
+    context: str | None = None,
+    *,
+    qps: float = DEFAULT_QPS,
+    burst: int = DEFAULT_BURST,
+    host: str | None = None,
+) -> client.ApiClient:
+    """An API client: ``host`` (tests), else in-cluster, else kubeconfig (``KUBECONFIG``)."""
+    configuration = client.Configuration()
+    if host is not None:
+        configuration.host = host
+    elif kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    else:
+        try:
+            config.load_kube_config(  # type: ignore[no-untyped-call]
+                config_file=kubeconfig, context=context, client_configuration=configuration
+            )
+        except (config.ConfigException, OSError) as exc:
+            raise ConfigError(
+                f"cannot load kubeconfig {kubeconfig or '$KUBECONFIG/~/.kube/config'}"
+                f"{f' context {context}' if context else ''}: {exc}"
+            ) from None
+    return RateLimitedApiClient(configuration, qps=qps, burst=burst)
+
+
+def _status(exc: ApiException) -> dict[str, Any]:
+    try:
+        body = json.loads(exc.body or "{}")
+    except (TypeError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def translate(exc: Exception, *, verb: str, what: str) -> CanaryError:
+    """Our typed error for a failed API call. ``verb`` (get/list/patch/...) and ``what``
+    (``virtualservices.networking.istio.io bookinfo/reviews``) say what was attempted."""
+    if isinstance(exc, ApiException):
+        status = _status(exc)
+        message = str(status.get("message") or exc.reason or "")
+        code = exc.status or 0
+        if code == 404:
+            return NotFoundError(f"{what} not found ({verb}): {message}")
+        if code in (401, 403):
+            return ForbiddenError(
+                f"forbidden: cannot {verb} {what}: {message}. Grant the controller's "
+                f"ServiceAccount the '{verb}' verb on that resource (see the chart's RBAC)"
+            )
+        if code == 409:
+            return ConflictError(f"{what} changed under us ({verb}): {message}")
+        if code == 422:
+            return InvalidError(f"{what} rejected as invalid ({verb}): {message}")
+        if code == 429 or code >= 500 or code == 0:
+            return UnavailableError(f"API server answered {code} to {verb} {what}: {message}")
+        return InvalidError(f"API server answered {code} to {verb} {what}: {message}")
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
+        return UnavailableError(f"API server unreachable ({verb} {what}): {type(exc).__name__}")
+    raise exc
+
+
+def call(fn: Callable[[], T], *, verb: str, what: str) -> T:
+    """Run one API call, translating its failure (see :func:`translate`)."""
+    try:
+        return fn()
+    except (ApiException, urllib3.exceptions.HTTPError, OSError, TimeoutError) as exc:
+        raise translate(exc, verb=verb, what=what) from exc
+
+
+def _available(dep: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether a Deployment is fully rolled out and available, and if not, why — the rules of
+    ``kubectl rollout status``, plus the progress-deadline condition."""
+    meta = dep.get("metadata") or {}
+    spec = dep.get("spec") or {}
+    status = dep.get("status") or {}
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            return False, f"progress deadline exceeded: {cond.get('message', '')}".strip()
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False, "Waiting for the Deployment spec update to be observed"
+    replicas = int(spec.get("replicas", 1) if spec.get("replicas") is not None else 1)
+    updated = int(status.get("updatedReplicas") or 0)
+    total = int(status.get("replicas") or 0)
+    available = int(status.get("availableReplicas") or 0)
+    if replicas == 0:
+        return False, "scaled to zero replicas"
+    if updated < replicas:
+        return False, f"Waiting for rollout to finish: {updated} of {replicas} updated replicas"
+    if total > updated:
+        return False, f"Waiting for rollout to finish: {total - updated} old replicas pending"
+    if available < updated:
+        return False, (
+            f"Waiting for rollout to finish: {available} of {updated} updated replicas are "
+            "available"
+        )
+    return True, ""
+
+
+def workload_status(name: str, dep: Mapping[str, Any] | None) -> WorkloadStatus:
+    """A Deployment (as a JSON dict) → what decide needs to know about it."""
+    if dep is None:
+        return WorkloadStatus(name=name, exists=False, available=False, reason="not found")
+    available, reason = _available(dep)
+    template = (dep.get("spec") or {}).get("template") or {}
+    return WorkloadStatus(
+        name=name, available=available, template_hash=template_hash(template), reason=reason
+    )
+
+
+class KubeWorkloads:
+    """The Workloads port over apps/v1 Deployments."""
+
+    def __init__(self, api: client.ApiClient) -> None:
+        self._api = api
+        self._apps = client.AppsV1Api(api)
+
+    def status(self, namespace: str, name: str) -> WorkloadStatus:
+        what = f"deployments.apps {namespace}/{name}"
+        try:
+            dep = call(
+                lambda: self._apps.read_namespaced_deployment(
+                    name, namespace, _request_timeout=DEFAULT_REQUEST_TIMEOUT
+                ),
+                verb="get",
+                what=what,
+            )
+        except NotFoundError:
+            return workload_status(name, None)
+        return workload_status(name, self._api.sanitize_for_serialization(dep))  # type: ignore[no-untyped-call]
+
+
+MERGE_PATCH = "application/merge-patch+json"
+#: Events with the same reason and message for one plan within this window are folded into one
+#: Event whose count goes up (as client-go's EventRecorder does), not posted anew.
+EVENT_AGGREGATE_WINDOW = 600.0
+#: Per plan: a flapping rollout may post 10 Events at once and one every 6 s after that; the
+#: rest are dropped (the log line is still written) so it cannot flood the API server.
+EVENT_BURST = 10
+EVENT_REFILL_PER_SECOND = 1 / 6
+#: Kubernetes truncates longer Event messages anyway.
+EVENT_MESSAGE_MAX = 1024
+
+
+class KubeEventSink:
+    """The EventSink port: a core/v1 Event per emitted event, reason = event name, on the
+    plan's VirtualService; aggregated and rate-limited per plan. Never raises."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        *,
+        component: str = "canary",
+        instance: str = "",
+        describe: Callable[[Mapping[str, Any]], str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._core = client.CoreV1Api(api)
+        self._component = component
+        self._instance = instance or os.environ.get("HOSTNAME", "")
+        self._describe = describe
+        self._clock = clock
+        self._objects: dict[str, tuple[str, str]] = {}  # plan key → (apiVersion, VS name)
+        self._recent: dict[tuple[str, str, str, str], tuple[str, int, float]] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+        self.posted = 0
+        self.aggregated = 0
+        self.dropped = 0
+        self.failed = 0
+
+    def register(self, namespace: str, plan: str, vs_name: str, api_version: str) -> None:
+        """Which VirtualService a plan's Events are about (default: one named like the plan)."""
+        self._objects[f"{namespace}/{plan}"] = (api_version, vs_name)
+
+    def _allow(self, key: str, now: float) -> bool:
+        tokens, stamp = self._buckets.get(key, (float(EVENT_BURST), now))
+        tokens = min(float(EVENT_BURST), tokens + (now - stamp) * EVENT_REFILL_PER_SECOND)
+        if tokens < 1:
+            self._buckets[key] = (tokens, now)
+            return False
+        self._buckets[key] = (tokens - 1, now)
+        return True
+
+    def _message(self, event: Event) -> str:
+        record = {"event": event.name, **event.fields}
+        text = self._describe(record) if self._describe else ""
+        return (text or str(event.fields.get("reason") or event.name))[:EVENT_MESSAGE_MAX]
+
+    def post(self, namespace: str, plan: str, event: Event) -> None:
+        try:
+            self._post(namespace, plan, event)
+        except Exception:  # an Event is never worth failing a tick for
+            self.failed += 1
+
+    def _post(self, namespace: str, plan: str, event: Event) -> None:
+        key = f"{namespace}/{plan}"
+        message = self._message(event)
+        now = self._clock()
+        stamp = datetime.now(UTC)
+        fold = (namespace, plan, event.name, message)
+        with self._lock:
+            recent = self._recent.get(fold)
+            if recent is not None and now - recent[2] < EVENT_AGGREGATE_WINDOW:
+                name, count, _ = recent
+                self._recent[fold] = (name, count + 1, now)
+                patch = {"count": count + 1, "lastTimestamp": stamp.isoformat()}
+                self.aggregated += 1
+            else:
+                if not self._allow(key, now):
+                    self.dropped += 1
+                    return
+                name, patch = "", {}
+        if patch:
+            call(
+                lambda: self._core.patch_namespaced_event(
+                    name,
+                    namespace,
+                    patch,
+                    _content_type=MERGE_PATCH,
+                    _request_timeout=DEFAULT_REQUEST_TIMEOUT,
+                ),
+                verb="patch",
+                what=f"events {namespace}/{name}",
+            )
+            return
+        api_version, vs_name = self._objects.get(key, ("networking.istio.io/v1", plan))
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{plan}.", namespace=namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=api_version, kind="VirtualService", name=vs_name, namespace=namespace
+            ),
+            reason=event.name,
+            message=message,
+            type="Warning" if event.warning else "Normal",
+            count=1,
+            first_timestamp=stamp,
+            last_timestamp=stamp,
+            source=client.V1EventSource(component=self._component),
+            reporting_component=self._component,
+            reporting_instance=self._instance or None,
+        )
+        created = call(
+            lambda: self._core.create_namespaced_event(
+                namespace, body, _request_timeout=DEFAULT_REQUEST_TIMEOUT
+            ),
+            verb="create",
+            what=f"events in {namespace}",
+        )
+        with self._lock:
+            self._recent[fold] = (str(created.metadata.name), 1, now)
+            self.posted += 1
