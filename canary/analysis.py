@@ -139,6 +139,9 @@ class CheckResult:
     stable_requests: float | None = None
     window: timedelta | None = None
     critical: bool = False  # a critical metric FAILed: roll back at once
+    #: a query the plan got wrong (HTTP 4xx, several series, a range vector): a config error,
+    #: never counted toward errorLimit (DESIGN §3: an invalid plan pauses on stable)
+    misconfigured: str = ""
 
     def to_fields(self) -> dict[str, Any]:
         return {
@@ -303,6 +306,10 @@ def evaluate(
                 **common,
             )
 
+    wrong = [v for v in sample.metrics if v.misconfigured]
+    if wrong:
+        reason = "; ".join(f"{v.name}: {v.error}" for v in wrong)
+        return CheckResult(Verdict.ERROR, reason, misconfigured=reason, **common)
     errored = [r for r in results if r.verdict is Verdict.ERROR]
     if errored:
         return CheckResult(

@@ -23,7 +23,7 @@ from canary.events import configure_logging
 from canary.model import MetricsSample, Verdict, Weights
 from canary.plan import MetricType, Plan, format_duration, load_plan_files, parse_duration
 from canary.ports import CheckRequest
-from canary.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary
+from canary.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary, render_key, requests_key
 from canary.sim.run import SCENARIOS, demo, simulate
 from canary.sim.world import demo_plan
 from canary.timeline import format_line
@@ -126,6 +126,8 @@ def _print_check(plan: Plan, sample: MetricsSample, result: CheckResult, out: Te
         f"{_fmt(sample.stable_requests)} (minRequests {plan.analysis.min_requests})",
         file=out,
     )
+    key = requests_key(plan.analysis.metrics, sample.window)
+    print(f"  requests: {render_key(key, [(plan.namespace, plan.workloads.canary)])}", file=out)
     if not result.metrics:
         return
     rows = [("METRIC", "CANARY", "STABLE", "BOUNDS", "VERDICT")]
@@ -167,7 +169,18 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for warning in check_warnings(plan):
         print(f"warning: {warning}", file=err)
     scrape = args.scrape_interval.total_seconds()
+    if scrape <= 0:
+        print("error: --scrape-interval must be positive", file=err)
+        return exitcodes.USAGE
     window = timedelta(seconds=(plan.analysis.window.total_seconds() // scrape) * scrape)
+    if window < 2 * args.scrape_interval:
+        print(
+            f"error: spec.analysis.window {format_duration(plan.analysis.window)} holds fewer "
+            f"than two scrapes of {format_duration(args.scrape_interval)}: no check can judge "
+            "it (raise the window)",
+            file=err,
+        )
+        return exitcodes.USAGE
     request = CheckRequest(
         plan=plan.key,
         rollout_id="check",
@@ -179,7 +192,26 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         window=window,
         metrics=plan.analysis.metrics,
     )
-    source = PrometheusSource(PrometheusConfig(url=url, timeout=args.timeout, retries=args.retries))
+    source = PrometheusSource(
+        PrometheusConfig(
+            url=url,
+            timeout=args.timeout,
+            retries=args.retries,
+            bearer_token_file=args.prometheus_bearer_token_file,
+            username=args.prometheus_username,
+            password_file=args.prometheus_password_file,
+            ca_file=args.prometheus_ca_file,
+        )
+    )
+    print(
+        "note: `check` assumes the canary Deployment is available"
+        + (
+            ""
+            if args.canary_weight is not None
+            else "; pass --canary-weight to apply the traffic-not-reaching-canary rule"
+        ),
+        file=err,
+    )
     sample = source.sample([request], datetime.now(UTC))[plan.key]
     weights = Weights.canary_at(args.canary_weight) if args.canary_weight is not None else None
     result = evaluate(plan.analysis, sample, canary_available=True, weights=weights)
@@ -314,6 +346,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CANARY_SCRAPE_INTERVAL", "15s"),
         help="Prometheus's scrape interval; the window is rounded down to a multiple of it",
     )
+    for flag, env, what in (
+        ("--prometheus-bearer-token-file", "CANARY_PROMETHEUS_BEARER_TOKEN_FILE", "bearer token"),
+        ("--prometheus-username", "CANARY_PROMETHEUS_USERNAME", "basic-auth user"),
+        ("--prometheus-password-file", "CANARY_PROMETHEUS_PASSWORD_FILE", "basic-auth password"),
+        ("--prometheus-ca-file", "CANARY_PROMETHEUS_CA_FILE", "CA bundle for https"),
+    ):
+        p.add_argument(
+            flag,
+            default=os.environ.get(env, ""),
+            help=f"{what}{' (a file, never logged)' if 'file' in flag else ''} (env {env})",
+        )
     p.add_argument("--timeout", type=_duration, default="5s", help="per-query timeout")
     p.add_argument("--retries", type=int, default=1, help="retries per query")
     p.add_argument(

@@ -136,7 +136,7 @@ class Controller:
         if requests:
             try:
                 samples = self.ports.metrics.sample(requests, now)
-            except CanaryError as exc:  # the whole batch failed: every check is an ERROR
+            except Exception as exc:  # the whole batch failed: every check is an ERROR
                 samples = {
                     r.plan: MetricsSample(
                         rollout_id=r.rollout_id, step=r.step, window=r.window, error=str(exc)

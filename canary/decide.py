@@ -389,6 +389,15 @@ def _apply_check(t: _Tick) -> bool:
         canary_unavailable_reason=t.obs.canary.reason,
         weights=s.weights,
     )
+    if result.misconfigured:
+        _emit_check(t, result)
+        reason = f"a query of plan {t.plan.key} is wrong: {result.misconfigured}"
+        t.update(last_check_at=t.now)
+        t.emit(ev.PLAN_INVALID, warning=True, reason=reason)
+        t.update(phase=Phase.PAUSED, paused=PauseKind.INVALID_PLAN, reason=reason)
+        t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=reason, kind=PauseKind.INVALID_PLAN.value)
+        t.write(ALL_STABLE, "plan invalid")
+        return True
     v = result.verdict
     if v is Verdict.PASS:
         t.update(

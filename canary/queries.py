@@ -24,6 +24,7 @@ from string import Template
 from typing import Final
 
 from canary.plan import Metric, MetricType, Reporter
+from canary.routes import normalise_host
 
 #: The labels a batch is grouped by: one series per workload.
 GROUP_BY: Final = "destination_workload_namespace, destination_workload"
@@ -152,13 +153,14 @@ def render(
 def render_custom(
     metric: Metric, *, namespace: str, stable: str, canary: str, window: timedelta, service: str
 ) -> str:
-    """A custom query with its variables filled in (escaped as label values)."""
+    """A custom query with its variables filled in (escaped as label values). ``$service`` is
+    the canary host's fully qualified name, as Istio's ``destination_service`` label has it."""
     values = {
         "namespace": label_value(namespace),
         "canary": label_value(canary),
         "stable": label_value(stable),
         "window": promql_duration(window),
-        "service": label_value(service),
+        "service": label_value(normalise_host(service, namespace) if service else ""),
     }
     return Template(metric.query or "").substitute(values)
 

@@ -26,6 +26,8 @@ from canary.model import (
     ALL_STABLE,
     CommandName,
     Decision,
+    MetricsSample,
+    MetricValue,
     Observation,
     Outcome,
     PauseKind,
@@ -1995,3 +1997,21 @@ def test_no_rollout_leaves_pending_while_the_release_is_pending() -> None:
     assert d.state.revision is None and ev.RELEASE_PENDING in names(d)
     still = again(PLAN, d, observe(release=busy), T0 + 2 * MIN)
     assert still.state.phase is Phase.PENDING and not still.changed
+
+
+def test_a_misconfigured_query_pauses_on_stable_instead_of_counting_errors() -> None:
+    """A bad custom query (HTTP 400) is the plan's fault: never errorLimit → onError rollback."""
+    bad = MetricsSample(
+        rollout_id=RID,
+        step=1,
+        window=MIN,
+        canary_requests=100.0,
+        stable_requests=900.0,
+        metrics=(MetricValue("broken", error="HTTP 400: parse error", misconfigured=True),),
+    )
+    state = progressing(1, errors=0)
+    d = run(state, observe(live=AT_50, metrics=bad), MIN)
+    assert d.state.phase is Phase.PAUSED and d.state.paused is PauseKind.INVALID_PLAN
+    assert d.weights == ALL_STABLE and d.start_rollback is None
+    assert names(d) == (ev.CHECK_ERROR, ev.PLAN_INVALID, ev.ROLLOUT_PAUSED, ev.WEIGHT_SET)
+    assert "broken" in d.state.reason and PLAN.key in d.state.reason

@@ -94,15 +94,30 @@ def request(plan: Plan, window: timedelta = WINDOW) -> CheckRequest:
     )
 
 
+#: A second namespace with the same workload names and other numbers: batched answers must
+#: not mix namespaces up.
+NS_B = "adapter-b"
+MESH_B = [("good-v1", 40.0, 0.0, 60.0), ("good-v3", 10.0, 0.2, 800.0)]
+
+
 @pytest.fixture(scope="module")
 def mesh(istio_exporter: IstioExporter, prometheus: PrometheusServer) -> Iterator[PrometheusServer]:
+    # flat-v3 served a burst once and nothing since: its counters exist but stay flat, so rates
+    # are 0/0 = NaN (as opposed to idle-v3, which has no series at all)
+    istio_exporter.set(NS, "flat-v1", rps=40.0, latency_ms=60.0)
+    istio_exporter.set(NS, "flat-v3", rps=0.0)
+    istio_exporter.record(NS, "flat-v3", 50)
     since = 0.0
     for workload, rps, errors, latency in MESH:
         since = istio_exporter.set(NS, workload, rps=rps, error_ratio=errors, latency_ms=latency)
+    for workload, rps, errors, latency in MESH_B:
+        since = istio_exporter.set(NS_B, workload, rps=rps, error_ratio=errors, latency_ms=latency)
     prometheus.wait_for_window(since, WINDOW.total_seconds())
     yield prometheus
-    for workload, *_ in MESH:
+    for workload, *_ in [*MESH, ("flat-v1",), ("flat-v3",)]:
         istio_exporter.remove(NS, workload)
+    for workload, *_ in MESH_B:
+        istio_exporter.remove(NS_B, workload)
 
 
 @pytest.fixture
@@ -162,12 +177,31 @@ def test_twice_as_slow_as_stable_fails_the_ratio_within_the_absolute_max(
     assert "> max 500" not in latency.reason
 
 
-@pytest.mark.parametrize("app", ["idle", "ghost"], ids=["zero-canary-traffic", "unknown-workload"])
+@pytest.mark.parametrize("app", ["idle", "ghost"], ids=["never-served", "unknown-workload"])
 def test_no_canary_data_is_inconclusive(source: PrometheusSource, app: str) -> None:
     sample, result = judge(source, plan_for(app))
     assert result.verdict is Verdict.INCONCLUSIVE
-    assert not sample.canary_requests  # empty vector: None
+    assert sample.canary_requests is None  # no series at all: an empty vector
     assert all(m.value is None for m in result.metrics)
+
+
+def test_a_canary_that_stopped_serving_has_nan_rates_which_are_no_data(
+    source: PrometheusSource,
+) -> None:
+    sample, result = judge(source, plan_for("flat"))
+    assert sample.canary_requests == 0.0  # the series exist: increase() is 0, not empty
+    assert [m.value for m in sample.metrics] == [None, None]  # NaN → no data
+    assert result.verdict is Verdict.INCONCLUSIVE
+
+
+def test_batches_keep_namespaces_apart(source: PrometheusSource) -> None:
+    here = plan_for("good")
+    there = load_plan_text(plan_yaml("good").replace(f"namespace: {NS}", f"namespace: {NS_B}"))[0]
+    answers = source.sample([request(here), request(there)], datetime.now(UTC))
+    mine, theirs = answers[here.key], answers[there.key]
+    assert [m.value for m in mine.metrics] == pytest.approx([0.0, 99.5])
+    assert [m.value for m in theirs.metrics] == pytest.approx([0.2, 995.0], rel=0.05)
+    assert source.queries_sent == 3
 
 
 def test_canary_silent_while_stable_serves_plenty_is_traffic_not_reaching_it(
@@ -206,7 +240,9 @@ def test_a_custom_query_with_several_series_names_their_labels(source: Prometheu
     sample, _ = judge(source, plan)
     (value,) = sample.metrics
     assert value.misconfigured and "expected one" in value.error
-    assert 'destination_workload="good-v3"' in value.error
+    assert (
+        "returned 13 series" in value.error and '{destination_workload="errors-v1"}' in value.error
+    )
 
 
 def test_a_custom_query_yields_its_value(source: PrometheusSource) -> None:
@@ -223,6 +259,38 @@ def test_a_custom_query_yields_its_value(source: PrometheusSource) -> None:
     sample, result = judge(source, plan)
     assert sample.metrics[0].value == pytest.approx(10.0, rel=0.05)
     assert result.verdict is Verdict.PASS
+
+
+def test_a_custom_range_vector_is_a_config_error_not_a_crash(source: PrometheusSource) -> None:
+    plan = plan_for(
+        "good",
+        """
+    metrics:
+      - name: ranged
+        type: custom
+        query: 'sum(rate(istio_requests_total{destination_workload="$canary"}[$window]))[$window:1s]'
+        max: 1000
+""",  # noqa: E501
+    )
+    sample, result = judge(source, plan)
+    assert sample.metrics[0].misconfigured and "range vector" in sample.metrics[0].error
+    assert result.misconfigured and result.verdict is Verdict.ERROR
+
+
+def test_service_variable_is_the_fqdn_istio_labels_carry(source: PrometheusSource) -> None:
+    plan = plan_for(
+        "good",
+        """
+    metrics:
+      - name: service-rps
+        type: custom
+        query: 'sum(rate(istio_requests_total{reporter="destination",destination_service="$service",destination_workload="$canary"}[$window]))'
+        max: 1000
+""",  # noqa: E501
+    )
+    sample, _ = judge(source, plan)
+    assert "good.adapter.svc.cluster.local" in sample.metrics[0].query
+    assert sample.metrics[0].value == pytest.approx(10.0, rel=0.05)
 
 
 def test_an_injection_attempt_in_a_workload_name_is_rejected_at_validation() -> None:
@@ -370,6 +438,7 @@ def test_canary_check_unreachable_is_exit_4(tmp_path: Path, blackhole: str) -> N
     path = tmp_path / "good.yaml"
     path.write_text(plan_yaml("good"))
     argv = ["check", str(path), "--prometheus-url", blackhole, "--timeout", "1s", "--retries", "0"]
+    argv += ["--scrape-interval", "1s"]
     assert main(argv) == 4
 
 
@@ -399,6 +468,10 @@ def test_requests_reporter_follows_the_plans_istio_metrics() -> None:
     )
 
 
+#: what the recorder answers (a test sets it; reset to 200 after each test)
+STATUS = [200]
+
+
 @pytest.fixture
 def recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
     """A minimal Prometheus API stand-in that records request headers (for auth tests)."""
@@ -410,10 +483,13 @@ def recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             seen.append(dict(self.headers))
-            body = json_.dumps(
-                {"status": "success", "data": {"resultType": "vector", "result": []}}
-            ).encode()
-            self.send_response(200)
+            status = STATUS[0]
+            if status == 200:
+                doc = {"status": "success", "data": {"resultType": "vector", "result": []}}
+            else:
+                doc = {"status": "error", "errorType": "x", "error": f"status {status}"}
+            body = json_.dumps(doc).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -426,6 +502,7 @@ def recorder() -> Iterator[tuple[str, list[dict[str, str]]]]:
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}", seen
+    STATUS[0] = 200
     server.shutdown()
     server.server_close()
 
@@ -457,6 +534,42 @@ def test_basic_auth_from_env(
     PrometheusSource(config).sample([request(plan)], datetime.now(UTC))
     expected = "Basic " + base64.b64encode(b"canary:pa55").decode()
     assert seen and all(h.get("Authorization") == expected for h in seen)
+
+
+@pytest.mark.parametrize(
+    ("status", "fragment"),
+    [
+        (400, "Prometheus rejected the query (HTTP 400)"),
+        (422, "Prometheus rejected the query (HTTP 422)"),
+        (401, "refused our credentials (HTTP 401)"),
+        (403, "refused our credentials (HTTP 403)"),
+        (404, "no Prometheus query API"),
+        (429, "answered HTTP 429"),
+        (500, "answered HTTP 500"),
+        (503, "answered HTTP 503"),
+    ],
+)
+def test_http_statuses_map_to_what_to_do_next(
+    recorder: tuple[str, list[dict[str, str]]], status: int, fragment: str
+) -> None:
+    url, seen = recorder
+    STATUS[0] = status
+    config = PrometheusConfig(url=url, timeout=timedelta(seconds=2), retries=0)
+    plan = plan_for("good")
+    sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
+    result = evaluate(plan.analysis, sample, canary_available=True, weights=None)
+    assert result.verdict is Verdict.ERROR  # never a pass
+    assert fragment in sample.error
+    assert seen  # it did ask
+
+
+def test_credentials_in_the_url_never_reach_errors_or_repr(blackhole: str) -> None:
+    port = blackhole.rsplit(":", 1)[1]
+    url = f"http://user:hunter2@127.0.0.1:{port}"
+    config = PrometheusConfig(url=url, timeout=timedelta(seconds=1), retries=0)
+    plan = plan_for("good")
+    sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
+    assert sample.error and "hunter2" not in sample.error and "hunter2" not in repr(config)
 
 
 def test_a_missing_token_file_is_an_error_for_every_check(tmp_path: Path) -> None:

@@ -29,7 +29,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from prometheus_api_client import PrometheusConnect
@@ -71,8 +72,17 @@ class PrometheusConfig:
     password_env: str = ""
     ca_file: str = ""  # a custom CA bundle for https
 
-    def __repr__(self) -> str:  # credentials' whereabouts stay out of logs and tracebacks
-        return f"PrometheusConfig(url={self.url!r}, timeout={self.timeout}, retries={self.retries})"
+    def __repr__(self) -> str:  # credentials stay out of logs and tracebacks
+        url = redact(self.url)
+        return f"PrometheusConfig(url={url!r}, timeout={self.timeout}, retries={self.retries})"
+
+
+def redact(url: str) -> str:
+    """The URL without user:password (``http://user:pw@host`` → ``http://***@host``)."""
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urlunsplit(parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]))
 
 
 def _read_secret(path: str, env: str, what: str) -> str:
@@ -124,7 +134,8 @@ class PrometheusSource:
             url=config.url.rstrip("/"),
             retry=retry,
             session=session,
-            timeout=math.ceil(config.timeout.total_seconds()),
+            # requests takes float seconds; the client's annotation says int
+            timeout=cast(int, config.timeout.total_seconds()),
             disable_ssl=False,
         )
         #: queries sent, for the batching tests and the /metrics of issue 6
@@ -154,14 +165,28 @@ class PrometheusSource:
             match = _STATUS.search(str(exc))
             status = int(match.group(1)) if match else 0
             detail = _error_text(str(exc))
-            if 400 <= status < 500:
+            where = redact(self.config.url)
+            # Wrong credentials or URL are the controller's configuration, not the plan's: every
+            # check is an ERROR (errorLimit → onError), with a message that says what to fix.
+            if status in (401, 403):
+                raise UnavailableError(
+                    f"Prometheus at {where} refused our credentials (HTTP {status}): check the "
+                    "bearer token or basic auth settings"
+                ) from None
+            if status == 404:
+                raise UnavailableError(
+                    f"no Prometheus query API at {where} (HTTP 404): check --prometheus-url"
+                ) from None
+            if status in (400, 422):
                 raise QueryError(
                     f"Prometheus rejected the query (HTTP {status}): {detail}"
                 ) from None
-            raise UnavailableError(f"Prometheus answered HTTP {status or '?'}: {detail}") from None
+            raise UnavailableError(
+                f"Prometheus at {where} answered HTTP {status or '?'}: {detail}"
+            ) from None
         except requests.RequestException as exc:
             raise UnavailableError(
-                f"Prometheus at {self.config.url} unreachable: {type(exc).__name__}"
+                f"Prometheus at {redact(self.config.url)} unreachable: {type(exc).__name__}"
             ) from None
         if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
             return [{"metric": {}, "value": result}]  # a scalar result
@@ -270,6 +295,14 @@ class PrometheusSource:
         except UnavailableError as exc:
             self._down = exc
             return MetricValue(name, query=query, error=str(exc))
+        if result and "value" not in result[0]:
+            return MetricValue(
+                name,
+                query=query,
+                error=f"{name}: the query returns a range vector; a check needs one instant "
+                "value (drop the trailing [range] or wrap it, e.g. in sum(rate(...)))",
+                misconfigured=True,
+            )
         if len(result) > 1:
             labels = "; ".join(
                 "{" + ",".join(f'{k}="{v}"' for k, v in sorted(s.get("metric", {}).items())) + "}"
