@@ -84,3 +84,16 @@ def backfilled_prometheus(
     yield start
     for server in servers:
         server.stop()
+
+
+# --- Kubernetes: the API server double the real client talks to (DESIGN §8) ---------------------
+
+from tests.support.kubeapi import KubeApiServer  # noqa: E402 - this section is appended as a unit
+
+
+@pytest.fixture
+def kubeapi() -> Iterator[KubeApiServer]:
+    """A fresh in-process Kubernetes API server double on a free loopback port (started in a
+    few milliseconds); ``kubeapi.client()`` is a ``kubernetes.client.ApiClient`` for it."""
+    with KubeApiServer() as server:
+        yield server

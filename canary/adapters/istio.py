@@ -172,8 +172,10 @@ class IstioRouter:
                 what=self._what(plan),
             )
         except InvalidError as exc:
-            # The API server answers a failed `test` op with 422: someone wrote in between.
-            if "test" in str(exc).lower():
+            # A failed `test` op is a 422 whose body says nothing about the test ("the server
+            # rejected our request due to an error in our request"): re-read to tell a write
+            # in between (a conflict: decide again) from a patch that is really invalid.
+            if self.read(plan).version != view.version:
                 raise ConflictError(f"{self._what(plan)} changed since it was read") from exc
             raise
         if not isinstance(updated, Mapping):
