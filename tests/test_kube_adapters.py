@@ -1,0 +1,514 @@
+"""The Kubernetes adapters through the real ``kubernetes`` client over HTTP (DESIGN §8).
+
+The API server is tests/support/kubeapi.py. Helm and Prometheus are not what these tests are
+about: releases come from :class:`StaticReleases` (a fixed helm history) and checks from
+:class:`PassingMetrics` (every sample good) — both named in the README's table of doubles.
+Tests assert the recorded requests (method, path, content type, body) and the objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from canary.adapters.istio import IstioRouter
+from canary.adapters.kube import KubeEventSink, KubeWorkloads, call, workload_status
+from canary.controller import Controller, Ports
+from canary.errors import ConflictError, ForbiddenError, NotFoundError, UnavailableError
+from canary.events import Emitter
+from canary.model import (
+    ALL_STABLE,
+    STATE_ANNOTATION,
+    Event,
+    MetricsSample,
+    MetricValue,
+    Phase,
+    ReleaseInfo,
+    Revision,
+    RevisionStatus,
+    Weights,
+    state_from_json,
+)
+from canary.plan import Plan, ReleaseRef, load_plan_text
+from canary.ports import CheckRequest
+from canary.sim import chart
+from canary.sim.clock import FakeClock
+from tests.support.kubeapi import KubeApiServer
+
+FIXTURES = Path(__file__).parent / "fixtures" / "virtualservices"
+NS = "bookinfo"
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+PLAN_YAML = """
+apiVersion: canary.dev/v1
+kind: RolloutPlan
+metadata: {name: reviews, namespace: bookinfo}
+spec:
+  release: reviews
+  virtualService:
+    name: reviews
+    route: default
+    stable: {host: reviews, subset: v1}
+    canary: {host: reviews, subset: v3}
+  workloads: {stable: reviews-v1, canary: reviews-v3}
+  steps: [10, 50, 100]
+"""
+
+
+def plan() -> Plan:
+    return load_plan_text(PLAN_YAML, source="<test>")[0]
+
+
+# --- doubles for what this file is not about ------------------------------------------------
+
+
+class StaticReleases:
+    """A helm history that says what the test sets (the helm adapter is issue 5's)."""
+
+    def __init__(self, *revisions: Revision) -> None:
+        self.info = ReleaseInfo(revisions)
+
+    def history(self, release: ReleaseRef) -> ReleaseInfo:
+        return self.info
+
+    def rollback(self, release: ReleaseRef, revision: int, timeout: timedelta) -> None:
+        raise AssertionError("no rollback expected in these tests")
+
+
+class PassingMetrics:
+    """Every check passes (the Prometheus adapter has its own tests with a real server)."""
+
+    def sample(self, requests: Sequence[CheckRequest], at: datetime) -> Mapping[str, MetricsSample]:
+        return {
+            r.plan: MetricsSample(
+                rollout_id=r.rollout_id,
+                step=r.step,
+                window=r.window,
+                canary_requests=500.0,
+                stable_requests=4500.0,
+                metrics=tuple(MetricValue(m.name, value=0.0, stable_value=0.0) for m in r.metrics),
+            )
+            for r in requests
+        }
+
+
+# --- a bookinfo cluster in the double --------------------------------------------------------
+
+
+def available(dep: dict[str, Any]) -> dict[str, Any]:
+    replicas = dep["spec"].get("replicas", 1)
+    dep["status"] = {
+        "observedGeneration": dep["metadata"].get("generation", 1),
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+    }
+    return dep
+
+
+def seed(kubeapi: KubeApiServer, canary_image: str | None = None) -> None:
+    """The reviews Deployments rendered by the two-track chart, and bookinfo's VirtualService
+    with the jason header route ahead of the default route (v1 100 / v3 0)."""
+    values = chart.values_for_plan(
+        plan(), stable_image=chart.STABLE_IMAGE, canary_image=canary_image
+    )
+    for obj in chart.render("reviews", NS, values):
+        if obj["kind"] == "Deployment":
+            kubeapi.put_object(obj)
+            kubeapi.edit("apps", "v1", "deployments", NS, obj["metadata"]["name"], available)
+    vs = yaml.safe_load((FIXTURES / "reviews-jason-header.yaml").read_text())
+    kubeapi.put_object(vs)
+
+
+def the_vs(kubeapi: KubeApiServer) -> dict[str, Any]:
+    vs = kubeapi.get_object("networking.istio.io", "v1", "virtualservices", NS, "reviews")
+    assert vs is not None
+    return vs
+
+
+def set_image(kubeapi: KubeApiServer, name: str, image: str) -> None:
+    def change(dep: dict[str, Any]) -> None:
+        dep["spec"]["template"]["spec"]["containers"][0]["image"] = image
+
+    kubeapi.edit("apps", "v1", "deployments", NS, name, change)
+    kubeapi.edit("apps", "v1", "deployments", NS, name, available)
+
+
+@pytest.fixture
+def cluster(kubeapi: KubeApiServer) -> KubeApiServer:
+    seed(kubeapi)
+    return kubeapi
+
+
+class Rig:
+    """The controller over the real adapters, a fake clock and the static doubles."""
+
+    def __init__(self, kubeapi: KubeApiServer, *plans: Plan) -> None:
+        api = kubeapi.client()
+        self.kubeapi = kubeapi
+        self.clock = FakeClock(T0)
+        self.router = IstioRouter(api)
+        self.sink = KubeEventSink(api, clock=lambda: self.clock.now().timestamp())
+        self.names: list[str] = []
+        self.records: list[Mapping[str, Any]] = []
+        emitter = Emitter(self.sink, listeners=[self._listen])
+        self.releases = StaticReleases(
+            Revision(1, RevisionStatus.SUPERSEDED, "Install complete"),
+            Revision(2, RevisionStatus.DEPLOYED, "Upgrade complete"),
+        )
+        self.ctrl = Controller(
+            ports=Ports(
+                router=self.router,
+                workloads=KubeWorkloads(api),
+                metrics=PassingMetrics(),
+                releases=self.releases,
+                clock=self.clock,
+            ),
+            emitter=emitter,
+            plans={p.key: p for p in plans or (plan(),)},
+        )
+
+    def _listen(self, record: Mapping[str, Any]) -> None:
+        self.names.append(str(record["event"]))
+        self.records.append(record)
+
+    def tick(self, advance: timedelta = timedelta(seconds=5)) -> None:
+        self.ctrl.tick()
+        self.clock.advance(advance)
+
+    def state(self) -> Any:
+        raw = (the_vs(self.kubeapi)["metadata"].get("annotations") or {}).get(STATE_ANNOTATION)
+        return state_from_json(raw) if raw else None
+
+
+# --- the router -------------------------------------------------------------------------------
+
+
+def test_a_write_patches_only_the_weights_and_our_annotation(cluster: KubeApiServer) -> None:
+    router = IstioRouter(cluster.client())
+    before = copy.deepcopy(the_vs(cluster))
+    view = router.read(plan())
+    assert view.weights == ALL_STABLE and view.state_raw is None
+    after_view = router.write(plan(), view, Weights.canary_at(10), '{"v":1}', drop_command=False)
+    assert after_view.weights == Weights.canary_at(10)
+    request = cluster.requests.last(method="PATCH")
+    assert request.path == f"/apis/networking.istio.io/v1/namespaces/{NS}/virtualservices/reviews"
+    assert request.content_type == "application/json-patch+json"
+    assert request.body[0] == {
+        "op": "test",
+        "path": "/metadata/resourceVersion",
+        "value": view.version,
+    }
+    assert [op["path"] for op in request.body[1:]] == [
+        "/metadata/annotations",
+        "/spec/http/1/route/0/weight",
+        "/spec/http/1/route/1/weight",
+    ]
+    after = the_vs(cluster)
+    assert after["spec"]["http"][0] == before["spec"]["http"][0]  # jason's header route intact
+    assert [d["weight"] for d in after["spec"]["http"][1]["route"]] == [90, 10]
+    assert after["metadata"]["annotations"][STATE_ANNOTATION] == '{"v":1}'
+    assert {k: v for k, v in after["spec"].items() if k != "http"} == {
+        k: v for k, v in before["spec"].items() if k != "http"
+    }
+
+
+def test_a_write_after_someone_else_wrote_is_a_conflict(cluster: KubeApiServer) -> None:
+    router = IstioRouter(cluster.client())
+    view = router.read(plan())
+    cluster.edit(
+        "networking.istio.io", "v1", "virtualservices", NS, "reviews",
+        {"metadata": {"labels": {"team": "x"}}},
+    )  # fmt: skip
+    with pytest.raises(ConflictError):
+        router.write(plan(), view, Weights.canary_at(10), "{}", drop_command=False)
+    assert cluster.requests.last(method="PATCH").status == 422  # the failed test op
+    assert [d["weight"] for d in the_vs(cluster)["spec"]["http"][1]["route"]] == [100, 0]
+
+
+def test_the_newest_served_version_is_used(kubeapi: KubeApiServer) -> None:
+    kubeapi.serve("networking.istio.io", "v1beta1")
+    vs = yaml.safe_load((FIXTURES / "reviews-jason-header.yaml").read_text())
+    vs["apiVersion"] = "networking.istio.io/v1beta1"
+    kubeapi.put_object(vs)
+    router = IstioRouter(kubeapi.client())
+    assert router.read(plan()).weights == ALL_STABLE
+    assert router.version == "v1beta1"
+    assert kubeapi.requests.last(method="GET", resource="virtualservices").path.startswith(
+        "/apis/networking.istio.io/v1beta1/"
+    )
+
+
+def test_a_missing_virtual_service_names_itself(kubeapi: KubeApiServer) -> None:
+    with pytest.raises(NotFoundError, match=r"virtualservices\.networking\.istio\.io bookinfo/"):
+        IstioRouter(kubeapi.client()).read(plan())
+
+
+def test_forbidden_names_the_verb_and_the_resource(cluster: KubeApiServer) -> None:
+    cluster.deny("patch", "networking.istio.io", "virtualservices", namespace=NS)
+    router = IstioRouter(cluster.client())
+    view = router.read(plan())
+    with pytest.raises(ForbiddenError) as info:
+        router.write(plan(), view, Weights.canary_at(10), "{}", drop_command=False)
+    text = str(info.value)
+    assert 'cannot patch resource "virtualservices"' in text
+    assert 'in API group "networking.istio.io"' in text and "'patch' verb" in text
+
+
+def test_server_errors_and_timeouts_are_transient(cluster: KubeApiServer) -> None:
+    router = IstioRouter(cluster.client(retries=False))
+    router.read(plan())  # discovery done
+    cluster.fail(503, resource="virtualservices")
+    with pytest.raises(UnavailableError, match="503"):
+        router.read(plan())
+
+
+def test_states_lists_every_state_by_plan(cluster: KubeApiServer) -> None:
+    router = IstioRouter(cluster.client())
+    view = router.read(plan())
+    router.write(plan(), view, None, json.dumps({"v": 1, "plan": "bookinfo/reviews"}), False)
+    assert set(router.states()) == {"bookinfo/reviews"}
+    assert set(router.states([NS])) == {"bookinfo/reviews"}
+    assert router.states(["elsewhere"]) == {}
+
+
+# --- workloads --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("status", "generation", "available", "reason"),
+    [
+        pytest.param(
+            {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3,
+             "availableReplicas": 3}, 2, True, "", id="available"),
+        pytest.param(
+            {"observedGeneration": 1, "replicas": 3, "updatedReplicas": 3,
+             "availableReplicas": 3}, 2, False, "observed", id="spec-not-observed"),
+        pytest.param(
+            {"observedGeneration": 2, "replicas": 4, "updatedReplicas": 2,
+             "availableReplicas": 3}, 2, False, "2 of 3 updated", id="rolling"),
+        pytest.param(
+            {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3,
+             "availableReplicas": 1}, 2, False, "1 of 3 updated replicas are available",
+            id="not-ready"),
+        pytest.param(
+            {"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3, "availableReplicas": 3,
+             "conditions": [{"type": "Progressing", "status": "False",
+                             "reason": "ProgressDeadlineExceeded", "message": "timed out"}]},
+            2, False, "progress deadline exceeded", id="deadline"),
+    ],
+)  # fmt: skip
+def test_availability_follows_rollout_status(
+    status: dict[str, Any], generation: int, available: bool, reason: str
+) -> None:
+    dep = {"metadata": {"generation": generation}, "spec": {"replicas": 3, "template": {}},
+           "status": status}  # fmt: skip
+    got = workload_status("reviews-v3", dep)
+    assert got.available is available and reason in got.reason
+
+
+def test_workloads_over_http(cluster: KubeApiServer) -> None:
+    workloads = KubeWorkloads(cluster.client())
+    stable, canary = workloads.status(NS, "reviews-v1"), workloads.status(NS, "reviews-v3")
+    assert stable.available and canary.available
+    assert stable.template_hash == canary.template_hash  # canary = stable at install
+    missing = workloads.status(NS, "reviews-v9")
+    assert not missing.exists and not missing.available
+    set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+    assert workloads.status(NS, "reviews-v3").template_hash != stable.template_hash
+
+
+def test_errors_are_translated_at_the_boundary(cluster: KubeApiServer) -> None:
+    from kubernetes import client
+
+    apps = client.AppsV1Api(cluster.client(retries=False))
+    cluster.fail(500, resource="deployments")
+    with pytest.raises(UnavailableError, match="500"):
+        call(lambda: apps.read_namespaced_deployment("reviews-v1", NS), verb="get", what="x")
+
+
+# --- the controller over the real adapters ----------------------------------------------------
+
+
+def test_a_canary_image_change_starts_a_rollout_and_steps_to_10(cluster: KubeApiServer) -> None:
+    rig = Rig(cluster)
+    rig.tick()
+    assert rig.state().phase is Phase.IDLE
+    set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+    rig.names.clear()
+    rig.tick()
+    # canary and stable both available at once: Pending → step 0 in two ticks
+    assert rig.names == ["rollout.started"]
+    rig.tick()
+    assert rig.names == ["rollout.started", "step.started", "weight.set"]
+    state = rig.state()
+    assert state.phase is Phase.PROGRESSING and state.weights == Weights.canary_at(10)
+    assert [d["weight"] for d in the_vs(cluster)["spec"]["http"][1]["route"]] == [90, 10]
+
+
+def test_an_env_only_change_starts_a_rollout_too(cluster: KubeApiServer) -> None:
+    rig = Rig(cluster)
+    rig.tick()
+
+    def env(dep: dict[str, Any]) -> None:
+        dep["spec"]["template"]["spec"]["containers"][0]["env"] = [
+            {"name": "LOG_DIR", "value": "/var/log"}
+        ]
+
+    cluster.edit("apps", "v1", "deployments", NS, "reviews-v3", env)
+    cluster.edit("apps", "v1", "deployments", NS, "reviews-v3", available)
+    rig.tick()
+    assert "rollout.started" in rig.names
+
+
+def progressing_rig(cluster: KubeApiServer) -> Rig:
+    rig = Rig(cluster)
+    rig.tick()
+    set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+    for _ in range(3):
+        rig.tick()
+    assert rig.state().phase is Phase.PROGRESSING
+    return rig
+
+
+def test_someone_resets_the_weights_drift_is_put_back(cluster: KubeApiServer) -> None:
+    rig = progressing_rig(cluster)
+
+    def reset(vs: dict[str, Any]) -> None:
+        vs["spec"]["http"][1]["route"][0]["weight"] = 100
+        vs["spec"]["http"][1]["route"][1]["weight"] = 0
+
+    cluster.edit("networking.istio.io", "v1", "virtualservices", NS, "reviews", reset)
+    rig.names.clear()
+    rig.tick()
+    assert rig.names[:2] == ["weight.drift", "weight.set"]
+    assert [d["weight"] for d in the_vs(cluster)["spec"]["http"][1]["route"]] == [90, 10]
+
+
+def test_a_concurrent_writer_converges_on_the_right_weights(cluster: KubeApiServer) -> None:
+    rig = progressing_rig(cluster)
+    # someone edits the object between our read and our write, once
+    cluster.fail(409, times=1, method="PATCH", resource="virtualservices")
+    rig.names.clear()
+    for _ in range(30):
+        rig.tick(timedelta(seconds=10))
+    state = rig.state()
+    assert state.step >= 1
+    weights = [d["weight"] for d in the_vs(cluster)["spec"]["http"][1]["route"]]
+    assert weights == [state.weights.stable, state.weights.canary]
+    assert len([r for r in cluster.requests.filter(method="PATCH") if r.status == 409]) == 1
+
+
+def test_the_state_stripped_is_state_lost_and_traffic_to_stable(cluster: KubeApiServer) -> None:
+    rig = progressing_rig(cluster)
+
+    def strip(vs: dict[str, Any]) -> None:
+        del vs["metadata"]["annotations"][STATE_ANNOTATION]
+
+    cluster.edit("networking.istio.io", "v1", "virtualservices", NS, "reviews", strip)
+    rig.names.clear()
+    rig.tick()
+    assert rig.names[:2] == ["state.lost", "weight.set"]
+    assert [d["weight"] for d in the_vs(cluster)["spec"]["http"][1]["route"]] == [100, 0]
+    assert rig.state().phase is Phase.PENDING
+
+
+def test_a_missing_virtual_service_does_not_stop_the_other_plans(cluster: KubeApiServer) -> None:
+    ghost = load_plan_text(
+        PLAN_YAML.replace("name: reviews, namespace", "name: ghost, namespace")
+        .replace("release: reviews", "release: ghost")
+        .replace("    name: reviews\n", "    name: ghost\n")
+        .replace("reviews-v1, canary: reviews-v3", "ghost-v1, canary: ghost-v3"),
+        source="<ghost>",
+    )[0]
+    rig = Rig(cluster, plan(), ghost)
+    rig.tick()
+    set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+    rig.tick()
+    failed = [r for r in rig.records if r["event"] == "tick.failed"]
+    assert failed and all(r["plan"] == "bookinfo/ghost" for r in failed)
+    assert "virtualservices.networking.istio.io bookinfo/ghost not found" in failed[0]["error"]
+    assert "rollout.started" in rig.names
+
+
+def test_rbac_denial_is_reported_with_verb_and_resource(cluster: KubeApiServer) -> None:
+    rig = Rig(cluster)
+    cluster.deny("patch", "networking.istio.io", "virtualservices", namespace=NS)
+    rig.tick()
+    failed = [r for r in rig.records if r["event"] == "tick.failed"]
+    assert failed and 'cannot patch resource "virtualservices"' in failed[0]["error"]
+
+
+def test_a_stale_command_is_dropped_and_consumed(cluster: KubeApiServer) -> None:
+    rig = progressing_rig(cluster)
+    command = json.dumps({"cmd": "pause", "rolloutId": "0000000000-9", "by": "bob"})
+    cluster.edit(
+        "networking.istio.io", "v1", "virtualservices", NS, "reviews",
+        {"metadata": {"annotations": {"canary.dev/command": command}}},
+    )  # fmt: skip
+    rig.names.clear()
+    rig.tick()
+    assert "command.dropped" in rig.names
+    assert "canary.dev/command" not in the_vs(cluster)["metadata"]["annotations"]
+    assert rig.state().phase is Phase.PROGRESSING
+    patch = cluster.requests.last(method="PATCH", resource="virtualservices")
+    assert {"op": "remove", "path": "/metadata/annotations/canary.dev~1command"} in patch.body
+
+
+# --- Kubernetes Events ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sink(cluster: KubeApiServer) -> Iterator[tuple[KubeEventSink, list[float]]]:
+    now = [1000.0]
+    yield KubeEventSink(cluster.client(), clock=lambda: now[0]), now
+
+
+def events(kubeapi: KubeApiServer) -> list[dict[str, Any]]:
+    return list(kubeapi.objects("", "events", NS))
+
+
+def test_an_event_is_posted_with_the_event_name_as_reason(
+    cluster: KubeApiServer, sink: tuple[KubeEventSink, list[float]]
+) -> None:
+    s, _ = sink
+    s.register(NS, "reviews", "reviews", "networking.istio.io/v1")
+    s.post(NS, "reviews", Event("rollback.started", {"reason": "2 failed checks"}, warning=True))
+    (posted,) = events(cluster)
+    assert posted["reason"] == "rollback.started" and posted["type"] == "Warning"
+    assert posted["involvedObject"]["kind"] == "VirtualService"
+    assert posted["involvedObject"]["name"] == "reviews"
+    assert posted["message"] == "2 failed checks" and posted["count"] == 1
+
+
+def test_repeated_events_are_aggregated_and_a_flood_is_dropped(
+    cluster: KubeApiServer, sink: tuple[KubeEventSink, list[float]]
+) -> None:
+    s, now = sink
+    same = Event("check.inconclusive", {"reason": "too few requests"})
+    for _ in range(5):
+        s.post(NS, "reviews", same)
+    (posted,) = events(cluster)
+    assert posted["count"] == 5 and s.aggregated == 4
+    for i in range(30):  # a flapping rollout: 30 different messages at once
+        s.post(NS, "reviews", Event("weight.drift", {"reason": f"drift {i}"}))
+    assert len(events(cluster)) == 10  # the burst, then dropped
+    assert s.dropped == 21
+    now[0] += 60  # a minute later: 10 more tokens
+    s.post(NS, "reviews", Event("weight.drift", {"reason": "later"}))
+    assert len(events(cluster)) == 11
+
+
+def test_a_failing_event_post_never_raises(cluster: KubeApiServer) -> None:
+    s = KubeEventSink(cluster.client(retries=False))
+    cluster.fail(500, times=None, resource="events")
+    s.post(NS, "reviews", Event("rollout.started", {}))
+    assert s.failed == 1
