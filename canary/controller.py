@@ -93,11 +93,19 @@ class Controller:
     jobs: dict[str, RollbackJob] = field(default_factory=dict)
     #: called with every decision after it is persisted (the simulator records them)
     on_decision: Callable[[Plan, Decision], None] | None = None
+    #: leader election: asked before every tick and every write; None = always act (one
+    #: process, the simulator). Losing the lease stops all acting at once (DESIGN §4).
+    leader: Callable[[], bool] | None = None
+
+    def _may_act(self) -> bool:
+        return self.leader is None or self.leader()
 
     # -- public ------------------------------------------------------------------------------
 
     def tick(self, keys: Iterable[str] | None = None) -> dict[str, Decision]:
         """One tick over the given plans (default: all), checks batched into one query."""
+        if not self._may_act():
+            return {}
         wanted = list(keys) if keys is not None else sorted({*self.plans, *self.deleted})
         out: dict[str, Decision] = {}
         todo = wanted
@@ -227,6 +235,8 @@ class Controller:
             decision = decide(seen.configured, seen.state, seen.observation, now)
             if not decision.changed:
                 break
+            if not self._may_act():  # the lease was lost during this tick
+                return Decision(state=decision.state)
             try:
                 self.ports.router.write(
                     plan,
@@ -246,7 +256,7 @@ class Controller:
         self._emit(plan, decision)
         if decision.state.phase is not Phase.ROLLING_BACK:
             self.jobs.pop(plan.key, None)
-        if decision.start_rollback is not None:
+        if decision.start_rollback is not None and self._may_act():
             self._rollback(plan, decision.start_rollback)
         if self.on_decision is not None:
             self.on_decision(plan, decision)

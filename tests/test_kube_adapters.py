@@ -512,3 +512,40 @@ def test_a_failing_event_post_never_raises(cluster: KubeApiServer) -> None:
     cluster.fail(500, times=None, resource="events")
     s.post(NS, "reviews", Event("rollout.started", {}))
     assert s.failed == 1
+
+
+def test_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
+    cluster: KubeApiServer,
+) -> None:
+    from canary.adapters.lease import LeaderElector
+
+    a, b = Rig(cluster), Rig(cluster)
+    now = [0.0]
+
+    def candidate(identity: str) -> LeaderElector:
+        return LeaderElector(
+            cluster.client(), name="canary", namespace="canary-system", identity=identity,
+            clock=lambda: now[0],
+        )  # fmt: skip
+
+    lead_a, lead_b = candidate("a"), candidate("b")
+    a.ctrl.leader = lambda: lead_a.is_leader
+    b.ctrl.leader = lambda: lead_b.is_leader
+    assert lead_a.step() and not lead_b.step()
+    a.tick()
+    set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+    writes = len(cluster.requests.filter(method="PATCH", resource="virtualservices"))
+    b.tick()  # the standby sees the new canary but must not act
+    assert len(cluster.requests.filter(method="PATCH", resource="virtualservices")) == writes
+    assert b.names == []
+    a.tick()
+    assert a.state().phase is Phase.PENDING
+    # a dies: it neither renews nor ticks; b takes the lease after a full lease duration
+    for _ in range(8):
+        now[0] += 2
+        lead_b.step()
+    assert lead_b.is_leader and not lead_a.is_leader
+    b.tick()
+    b.tick()
+    assert b.state().phase is Phase.PROGRESSING  # b continued a's rollout from its state
+    assert "rollout.started" not in b.names
