@@ -549,3 +549,58 @@ def test_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
     b.tick()
     assert b.state().phase is Phase.PROGRESSING  # b continued a's rollout from its state
     assert "rollout.started" not in b.names
+
+
+# --- connection ---------------------------------------------------------------------------------
+
+
+def test_requests_wait_for_the_rate_limiter(cluster: KubeApiServer) -> None:
+    from kubernetes import client
+
+    from canary.adapters.kube import RateLimitedApiClient
+
+    now = [0.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        now[0] += seconds
+
+    api = RateLimitedApiClient(
+        cluster.configuration(), qps=5, burst=10, clock=lambda: now[0], sleep=sleep
+    )
+    apps = client.AppsV1Api(api)
+    for _ in range(12):
+        apps.read_namespaced_deployment("reviews-v1", NS)
+    # the burst of 10 goes at once; the 11th and 12th wait 1/5 s each
+    assert slept == pytest.approx([0.2, 0.2])
+
+
+def test_connect_reads_a_kubeconfig_context(tmp_path: Path, cluster: KubeApiServer) -> None:
+    from canary.adapters.kube import connect
+    from canary.errors import ConfigError
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "other", "cluster": {"server": "http://127.0.0.1:1"}},
+                    {"name": "double", "cluster": {"server": cluster.url}},
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "a", "context": {"cluster": "other", "user": "u"}},
+                    {"name": "b", "context": {"cluster": "double", "user": "u"}},
+                ],
+                "current-context": "a",
+            }
+        )
+    )
+    api = connect(str(kubeconfig), "b")
+    assert api.configuration.host == cluster.url
+    assert KubeWorkloads(api).status(NS, "reviews-v1").available
+    with pytest.raises(ConfigError, match="context nope"):
+        connect(str(kubeconfig), "nope")

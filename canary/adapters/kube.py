@@ -53,12 +53,17 @@ class RateLimitedApiClient(client.ApiClient):
         configuration: client.Configuration,
         qps: float = DEFAULT_QPS,
         burst: int = DEFAULT_BURST,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         super().__init__(configuration)
         self._qps = qps
         self._burst = float(burst)
         self._tokens = float(burst)
-        self._stamp = time.monotonic()
+        self._clock = clock
+        self._sleep = sleep
+        self._stamp = clock()
         self._lock = threading.Lock()
 
     def _take(self) -> None:
@@ -66,14 +71,14 @@ class RateLimitedApiClient(client.ApiClient):
             return
         while True:
             with self._lock:
-                now = time.monotonic()
+                now = self._clock()
                 self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._qps)
                 self._stamp = now
                 if self._tokens >= 1:
                     self._tokens -= 1
                     return
                 wait = (1 - self._tokens) / self._qps
-            time.sleep(wait)
+            self._sleep(wait)
 
     def call_api(self, *args: Any, **kwargs: Any) -> Any:
         self._take()
