@@ -1,0 +1,584 @@
+"""Watches on Deployments and VirtualServices: a new canary or a weight drift is noticed within a
+second, with a periodic resync as a safety net (issue 4, "Workloads").
+
+:class:`Watcher` runs, per watched resource kind and namespace (or per kind, cluster-wide), a
+thread that lists once and then watches from the list's resourceVersion with
+``kubernetes.watch.Watch``, each watch request bounded by the server-side ``timeoutSeconds`` and
+resumed from the last resourceVersion seen (bookmarks included). A 410 Expired re-lists and
+reports what changed meanwhile; any other failure is logged and retried after a capped,
+jittered backoff. Nothing raises into the caller.
+
+Events are mapped back to the plans whose objects they concern (:class:`Interest`) and
+debounced: every event for a plan within ``debounce`` seconds of the first one yields a single
+``on_change(plan_keys, reason)``, called from one dispatcher thread (never two at once). The same
+thread calls ``on_change(every plan, "resync")`` every ``resync_interval`` seconds. A
+VirtualService event carrying a resourceVersion the caller reported with
+:meth:`Watcher.note_own_write` is our own write and is skipped (checked when the debounce window
+closes, so a note made just after the write returned still counts).
+
+Deployment status-only updates are *not* filtered: availability lives in the status. A stream's
+first list reports nothing (whoever adds a plan reads its objects anyway); a re-list after 410
+reports every object that changed or vanished since the last one seen.
+
+``kubernetes.watch.Watch`` facts this module relies on (client 37): with ``timeout_seconds`` set,
+``stream()`` makes one request and does not retry a 410 itself (it raises
+``ApiException(status=410)``); ``stop()`` from another thread shuts the socket down, and the
+blocked generator then raises urllib3's ``ProtocolError`` (not a clean end); ``stream()``
+clears the stop flag when it (re)starts, so a ``stop()`` issued just before is lost — hence
+:meth:`_Stream.join` repeats it; ``timeout_seconds`` must be an ``int`` (pydantic-validated).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+
+from canary.adapters.istio import GROUP, PLURAL, IstioRouter
+from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, translate
+from canary.plan import Plan
+
+log = logging.getLogger(__name__)
+
+#: The two watched kinds (the plural resource names).
+DEPLOYMENTS = "deployments"
+VIRTUAL_SERVICES = PLURAL
+KINDS = (DEPLOYMENTS, VIRTUAL_SERVICES)
+_SINGULAR = {DEPLOYMENTS: "deployment", VIRTUAL_SERVICES: "virtualservice"}
+
+#: Server-side ``timeoutSeconds`` of one watch request; the stream is then resumed.
+WATCH_TIMEOUT_S = 60
+#: Events for one plan within this window → one callback.
+DEBOUNCE_S = 0.1
+#: Every plan is called back this often, whatever the watches saw.
+RESYNC_INTERVAL_S = 30.0
+#: Retry delays after a failure: first, cap (doubling in between, ±20 % jitter).
+BACKOFF_S = (1.0, 30.0)
+#: How long :meth:`Watcher.stop` waits for its threads.
+STOP_TIMEOUT_S = 2.0
+#: Own writes remembered per VirtualService (the newest win).
+OWN_WRITES_KEPT = 16
+#: Plan keys, and what happened ("deployment bookinfo/reviews-v3 modified", "resync", ...).
+OnChange = Callable[[set[str], str], None]
+
+_Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class Interest:
+    """The objects one plan depends on: a change to any of them calls back with ``plan``."""
+
+    plan: str
+    namespace: str
+    deployments: frozenset[str] = frozenset()
+    virtual_services: frozenset[str] = frozenset()
+
+    @classmethod
+    def of(cls, plan: Plan) -> Interest:
+        """A plan's stable and canary Deployments and its VirtualService."""
+        return cls(
+            plan=plan.key,
+            namespace=plan.namespace,
+            deployments=frozenset({plan.workloads.stable, plan.workloads.canary}),
+            virtual_services=frozenset({plan.virtual_service.name}),
+        )
+
+
+def interests_of(plans: Iterable[Plan]) -> list[Interest]:
+    return [Interest.of(p) for p in plans]
+
+
+@dataclass(frozen=True)
+class _Change:
+    kind: str
+    namespace: str
+    name: str
+    resource_version: str
+    reason: str
+
+
+@dataclass
+class WatchStats:
+    """Counters, for metrics and tests (read them, do not write them)."""
+
+    lists: int = 0
+    relists: int = 0
+    watches: int = 0
+    events: int = 0
+    errors: int = 0
+    expired: int = 0
+    own_writes_skipped: int = 0
+    callbacks: int = 0
+    callback_errors: int = 0
+    resyncs: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def add(self, counter: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, counter, getattr(self, counter) + n)
+
+
+class _Backoff:
+    def __init__(self, first: float, cap: float) -> None:
+        self._first = first
+        self._cap = cap
+        self._next = first
+
+    def reset(self) -> None:
+        self._next = self._first
+
+    def delay(self) -> float:
+        delay = self._next * random.uniform(0.8, 1.2)
+        self._next = min(self._cap, self._next * 2)
+        return min(self._cap, delay)
+
+
+def _describe(exc: BaseException, verb: str, what: str) -> str:
+    if isinstance(exc, Exception):
+        try:
+            return str(translate(exc, verb=verb, what=what))
+        except Exception:
+            pass
+    return f"{verb} {what}: {type(exc).__name__}: {exc}"
+
+
+class _Stream:
+    """One list+watch loop (one kind, one namespace or all) on a thread of its own."""
+
+    def __init__(self, owner: Watcher, kind: str, namespace: str) -> None:
+        self.owner = owner
+        self.kind = kind
+        self.namespace = namespace
+        self.halted = threading.Event()
+        self._watch: Any = None
+        self._known: dict[_Key, str] = {}
+        self._listed = False
+        self._rv = ""
+        self._received = 0  # watch events, bookmarks included
+        self._backoff = _Backoff(*owner.backoff)
+        scope = namespace or "*"
+        self.thread = threading.Thread(
+            target=self._run, name=f"canary-watch:{kind}:{scope}", daemon=True
+        )
+
+    @property
+    def what(self) -> str:
+        resource = "deployments.apps" if self.kind == DEPLOYMENTS else f"{PLURAL}.{GROUP}"
+        return f"{resource} in {self.namespace or 'all namespaces'}"
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def halt(self) -> None:
+        """Ask the loop to end and cut its open watch (safe to call repeatedly: ``Watch.stream``
+        resets its own stop flag when it (re)opens, so a single early call could be lost)."""
+        self.halted.set()
+        current = self._watch
+        if current is not None:
+            current.stop()
+
+    def join(self, deadline: float) -> bool:
+        while self.thread.is_alive() and time.monotonic() < deadline:
+            self.halt()
+            self.thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
+        return not self.thread.is_alive()
+
+    # --- the loop -------------------------------------------------------------------------
+
+    def _functions(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
+        """The list function and its positional arguments (the watch uses the same)."""
+        api = self.owner.api
+        if self.kind == DEPLOYMENTS:
+            apps = client.AppsV1Api(api)
+            if self.namespace:
+                return apps.list_namespaced_deployment, (self.namespace,)
+            return apps.list_deployment_for_all_namespaces, ()
+        custom = client.CustomObjectsApi(api)
+        version = self.owner.virtual_service_version()
+        if self.namespace:
+            return custom.list_namespaced_custom_object, (GROUP, version, self.namespace, PLURAL)
+        return custom.list_cluster_custom_object, (GROUP, version, PLURAL)
+
+    def _run(self) -> None:
+        self._watch = watch.Watch(return_type="object")  # type: ignore[no-untyped-call]
+        need_list = True
+        expired_at = -1  # events received when the last 410 came
+        while not self.halted.is_set() and not self.owner.stopping:
+            verb = "list" if need_list else "watch"
+            try:
+                fn, args = self._functions()
+                if need_list:
+                    self._list(fn, args)
+                    need_list = False
+                began, seen = time.monotonic(), self._received
+                self._watch_once(fn, args)
+                if time.monotonic() - began < 1.0 and self._received == seen:
+                    # ended at once with nothing to say (a proxy cutting streams?): no hot loop
+                    self.halted.wait(self._backoff.delay())
+                else:
+                    self._backoff.reset()
+            except ApiException as exc:
+                if self.halted.is_set():
+                    break
+                if exc.status == 410:  # Expired: our resourceVersion is too old
+                    self.owner.stats.add("expired")
+                    log.info("watch %s expired (%s); re-listing", self.what, exc.reason)
+                    if self._received == expired_at:  # again, with nothing seen since: no spin
+                        self.halted.wait(self._backoff.delay())
+                    expired_at = self._received
+                    need_list = True
+                    continue
+                self._failed(exc, verb)
+            except Exception as exc:  # never raise out of the thread
+                if self.halted.is_set():
+                    break
+                self._failed(exc, verb)
+
+    def _failed(self, exc: Exception, verb: str) -> None:
+        delay = self._backoff.delay()
+        log.warning("%s; retrying in %.1fs", _describe(exc, verb, self.what), delay)
+        self.owner.stats.add("errors")
+        self.halted.wait(delay)
+
+    def _list(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        resp: Any = fn(*args, _preload_content=False, _request_timeout=DEFAULT_REQUEST_TIMEOUT)
+        try:
+            body = json.loads(resp.data)
+        finally:
+            resp.release_conn()
+        if not isinstance(body, Mapping):
+            raise ValueError(f"list {self.what}: unexpected answer {str(body)[:200]}")
+        current: dict[_Key, str] = {}
+        for item in body.get("items") or []:
+            meta = item.get("metadata") or {}
+            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+            current[key] = str(meta.get("resourceVersion") or "")
+        self._rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
+        stats = self.owner.stats
+        stats.add("lists")
+        if self._listed:  # a re-list: report what changed while we were not watching
+            stats.add("relists")
+            known = self._known
+            for key in sorted(set(known) | set(current)):
+                if known.get(key) != current.get(key):
+                    rv = current.get(key, "")
+                    what = "changed" if key in current else "deleted"
+                    self.owner.changed(self.kind, key, rv, f"{what} (re-list)")
+        self._known = current
+        self._listed = True
+
+    def _watch_once(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
+        owner = self.owner
+        owner.stats.add("watches")
+        kwargs: dict[str, Any] = {
+            "timeout_seconds": int(owner.watch_timeout),
+            "allow_watch_bookmarks": True,
+            # the read timeout only catches a connection that died silently
+            "_request_timeout": (DEFAULT_REQUEST_TIMEOUT[0], owner.watch_timeout + 15.0),
+        }
+        if self._rv:
+            kwargs["resource_version"] = self._rv
+        for event in self._watch.stream(fn, *args, **kwargs):
+            if self.halted.is_set():
+                break
+            self._event(str(event.get("type")), event.get("raw_object"))
+
+    def _event(self, etype: str, obj: Any) -> None:
+        if not isinstance(obj, Mapping):
+            return
+        self._received += 1
+        meta = obj.get("metadata") or {}
+        rv = str(meta.get("resourceVersion") or "")
+        if rv:
+            self._rv = rv
+        if etype == "BOOKMARK":
+            return
+        self.owner.stats.add("events")
+        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
+        if etype == "DELETED":
+            self._known.pop(key, None)
+        else:
+            if self._known.get(key) == rv:  # already seen (a replay after a resume)
+                return
+            self._known[key] = rv
+        self.owner.changed(self.kind, key, rv, etype.lower())
+
+
+class Watcher:
+    """Calls ``on_change(plan_keys, reason)`` soon after a Deployment or VirtualService that
+    some plan depends on changes, and for every plan each ``resync_interval`` seconds.
+
+    ``virtual_service_version``: the ``networking.istio.io`` version to watch; None asks API
+    discovery (as :class:`IstioRouter` does, retried with backoff until it answers).
+    ``cluster_wide``: one watch per kind over all namespaces (needs a ClusterRole) instead of
+    one per kind and namespace of the interests (a Role in each namespace suffices).
+    """
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        on_change: OnChange,
+        interests: Iterable[Interest] = (),
+        *,
+        virtual_service_version: str | None = None,
+        cluster_wide: bool = False,
+        resync_interval: float = RESYNC_INTERVAL_S,
+        debounce: float = DEBOUNCE_S,
+        watch_timeout: int = WATCH_TIMEOUT_S,
+        backoff: tuple[float, float] = BACKOFF_S,
+        stop_timeout: float = STOP_TIMEOUT_S,
+    ) -> None:
+        self.api = api
+        self.on_change = on_change
+        self.cluster_wide = cluster_wide
+        self.resync_interval = resync_interval
+        self.debounce = debounce
+        self.watch_timeout = max(1, int(watch_timeout))
+        self.backoff = backoff
+        self.stop_timeout = stop_timeout
+        self.stats = WatchStats()
+        self._vs_version = virtual_service_version
+        self._router = IstioRouter(api)
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._index: dict[str, dict[_Key, frozenset[str]]] = {k: {} for k in KINDS}
+        self._plans: frozenset[str] = frozenset()
+        self._scopes: set[tuple[str, str]] = set()
+        self._streams: dict[tuple[str, str], _Stream] = {}
+        self._retired: list[_Stream] = []
+        self._pending: dict[str, list[_Change]] = {}
+        self._due: dict[str, float] = {}
+        self._own: dict[_Key, deque[str]] = {}
+        self._stopping = threading.Event()
+        self._started = False
+        self._dispatcher: threading.Thread | None = None
+        self.set_interests(interests)
+
+    # --- public API ----------------------------------------------------------------------
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    @property
+    def plans(self) -> frozenset[str]:
+        """The plan keys currently watched for."""
+        return self._plans
+
+    @property
+    def scopes(self) -> list[tuple[str, str]]:
+        """The (kind, namespace) pairs watched; namespace "" is all namespaces."""
+        with self._lock:
+            return sorted(self._scopes)
+
+    def virtual_service_version(self) -> str:
+        """The watched ``networking.istio.io`` version (discovered on first use)."""
+        if self._vs_version is None:
+            self._vs_version = self._router.version
+        return self._vs_version
+
+    def set_interests(self, interests: Iterable[Interest]) -> None:
+        """Replace the watched objects (plans added, changed or removed). Watches for
+        namespaces no plan uses any more end; new namespaces get theirs."""
+        index: dict[str, dict[_Key, set[str]]] = {k: {} for k in KINDS}
+        plans: set[str] = set()
+        for interest in interests:
+            plans.add(interest.plan)
+            ns = interest.namespace
+            for kind, names in (
+                (DEPLOYMENTS, interest.deployments),
+                (VIRTUAL_SERVICES, interest.virtual_services),
+            ):
+                for name in names:
+                    index[kind].setdefault((ns, name), set()).add(interest.plan)
+        scopes = (
+            {(kind, "") for kind in KINDS}
+            if self.cluster_wide
+            else {(kind, ns) for kind in KINDS for (ns, _) in index[kind]}
+        )
+        with self._lock:
+            self._index = {k: {key: frozenset(v) for key, v in m.items()} for k, m in index.items()}
+            self._plans = frozenset(plans)
+            self._scopes = scopes
+            for plan in list(self._pending):
+                if plan not in plans:
+                    self._pending.pop(plan)
+                    self._due.pop(plan, None)
+            if self._started and not self.stopping:
+                self._reconcile_streams()
+
+    def note_own_write(self, namespace: str, name: str, resource_version: str) -> None:
+        """The caller wrote this VirtualService and got this resourceVersion back: the watch
+        event for it is not a change anyone else made, and is skipped."""
+        with self._lock:
+            kept = self._own.setdefault((namespace, name), deque(maxlen=OWN_WRITES_KEPT))
+            kept.append(str(resource_version))
+
+    def start(self) -> None:
+        """Start the watch threads and the dispatcher. Returns at once; never raises for what
+        the API server does (failures are logged and retried)."""
+        with self._lock:
+            if self._started:
+                return
+            self._started = True
+            self._stopping.clear()
+            self._reconcile_streams()
+            self._dispatcher = threading.Thread(
+                target=self._dispatch, name="canary-watch:dispatch", daemon=True
+            )
+            self._dispatcher.start()
+
+    def stop(self) -> None:
+        """End every thread; returns within ``stop_timeout`` seconds (open watches are cut,
+        not waited for). No callback starts after this returns."""
+        with self._lock:
+            if not self._started:
+                return
+            self._started = False
+            self._stopping.set()
+            self._wake.notify_all()
+            streams = [*self._streams.values(), *self._retired]
+            self._streams.clear()
+            self._retired.clear()
+            dispatcher = self._dispatcher
+            self._dispatcher = None
+        deadline = time.monotonic() + self.stop_timeout
+        for stream in streams:
+            stream.halt()
+        stuck = [s.thread.name for s in streams if not s.join(deadline)]
+        if dispatcher is not None and dispatcher is not threading.current_thread():
+            dispatcher.join(max(0.0, deadline - time.monotonic()))
+            if dispatcher.is_alive():
+                stuck.append(dispatcher.name)
+        if stuck:
+            log.warning("watch threads still running after stop: %s", ", ".join(stuck))
+
+    def __enter__(self) -> Watcher:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- from the stream threads ---------------------------------------------------------
+
+    def _reconcile_streams(self) -> None:
+        """Start the missing streams, halt the ones no longer wanted (lock held)."""
+        for scope in sorted(self._scopes - set(self._streams)):
+            stream = _Stream(self, *scope)
+            self._streams[scope] = stream
+            stream.start()
+        for scope in set(self._streams) - self._scopes:
+            stream = self._streams.pop(scope)
+            stream.halt()
+            self._retired.append(stream)
+        self._retired = [s for s in self._retired if s.thread.is_alive()]
+
+    def changed(self, kind: str, key: _Key, resource_version: str, what: str) -> None:
+        """An object of ``kind`` changed: queue a callback for the plans that depend on it."""
+        with self._lock:
+            plans = self._index[kind].get(key)
+            if not plans:
+                return
+            ns, name = key
+            change = _Change(
+                kind, ns, name, resource_version, f"{_SINGULAR[kind]} {ns}/{name} {what}"
+            )
+            now = time.monotonic()
+            for plan in plans:
+                self._pending.setdefault(plan, []).append(change)
+                self._due.setdefault(plan, now + self.debounce)
+            self._wake.notify_all()
+
+    # --- the dispatcher ------------------------------------------------------------------
+
+    def _own_write(self, change: _Change) -> bool:
+        """Lock held. Consumes the note when it matches."""
+        if change.kind != VIRTUAL_SERVICES or not change.resource_version:
+            return False
+        kept = self._own.get((change.namespace, change.name))
+        if kept is None or change.resource_version not in kept:
+            return False
+        kept.remove(change.resource_version)
+        return True
+
+    def _take_due(self, now: float) -> dict[str, list[str]]:
+        """Lock held: the plans whose debounce window closed → their reasons."""
+        out: dict[str, list[str]] = {}
+        for plan in [p for p, due in self._due.items() if due <= now]:
+            self._due.pop(plan)
+            reasons: list[str] = []
+            for change in self._pending.pop(plan, []):
+                if self._own_write(change):
+                    self.stats.add("own_writes_skipped")
+                elif change.reason not in reasons:
+                    reasons.append(change.reason)
+            if reasons and plan in self._plans:
+                out[plan] = reasons
+        return out
+
+    def _dispatch(self) -> None:
+        next_resync = time.monotonic() + self.resync_interval
+        while True:
+            with self._wake:
+                while not self.stopping:
+                    now = time.monotonic()
+                    wake = min([next_resync, *self._due.values()])
+                    if wake <= now:
+                        break
+                    self._wake.wait(wake - now)
+                if self.stopping:
+                    return
+                now = time.monotonic()
+                due = self._take_due(now)
+                resync = now >= next_resync
+                if resync:
+                    next_resync = now + self.resync_interval
+                plans = self._plans
+            by_reason: dict[str, set[str]] = {}
+            for plan, reasons in due.items():
+                by_reason.setdefault("; ".join(reasons), set()).add(plan)
+            for reason, keys in sorted(by_reason.items()):
+                self._call(keys, reason)
+            if resync and plans:
+                self.stats.add("resyncs")
+                self._call(set(plans), "resync")
+
+    def _call(self, keys: set[str], reason: str) -> None:
+        if self.stopping:
+            return
+        self.stats.add("callbacks")
+        try:
+            self.on_change(keys, reason)
+        except Exception:
+            self.stats.add("callback_errors")
+            log.exception("watch callback failed for %s (%s)", sorted(keys), reason)
+
+
+__all__ = [
+    "BACKOFF_S",
+    "DEBOUNCE_S",
+    "DEPLOYMENTS",
+    "KINDS",
+    "RESYNC_INTERVAL_S",
+    "VIRTUAL_SERVICES",
+    "WATCH_TIMEOUT_S",
+    "Interest",
+    "OnChange",
+    "WatchStats",
+    "Watcher",
+    "interests_of",
+]
