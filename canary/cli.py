@@ -181,17 +181,7 @@ def cmd_check(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             file=err,
         )
         return exitcodes.USAGE
-    request = CheckRequest(
-        plan=plan.key,
-        rollout_id="check",
-        step=0,
-        namespace=plan.namespace,
-        stable=plan.workloads.stable,
-        canary=plan.workloads.canary,
-        service=plan.virtual_service.canary.host,
-        window=window,
-        metrics=plan.analysis.metrics,
-    )
+    request = CheckRequest.for_plan(plan, "check", 0, window)
     source = PrometheusSource(
         PrometheusConfig(
             url=url,

@@ -213,17 +213,7 @@ class Controller:
                     ),
                 )
             elif wp.due and wp.window is not None:
-                seen.request = CheckRequest(
-                    plan=key,
-                    rollout_id=state.rollout_id,
-                    step=state.step,
-                    namespace=ns,
-                    stable=plan.workloads.stable,
-                    canary=plan.workloads.canary,
-                    service=plan.virtual_service.canary.host,
-                    window=wp.window,
-                    metrics=plan.analysis.metrics,
-                )
+                seen.request = CheckRequest.for_plan(plan, state.rollout_id, state.step, wp.window)
         return seen
 
     # -- decide and act ----------------------------------------------------------------------

@@ -76,6 +76,21 @@ class CheckRequest:
     window: timedelta
     metrics: tuple[Metric, ...]
 
+    @classmethod
+    def for_plan(cls, plan: Plan, rollout_id: str, step: int, window: timedelta) -> CheckRequest:
+        """The check of ``plan``'s canary (and stable) over ``window``."""
+        return cls(
+            plan=plan.key,
+            rollout_id=rollout_id,
+            step=step,
+            namespace=plan.namespace,
+            stable=plan.workloads.stable,
+            canary=plan.workloads.canary,
+            service=plan.virtual_service.canary.host,
+            window=window,
+            metrics=plan.analysis.metrics,
+        )
+
 
 class MetricsSource(Protocol):
     def sample(self, requests: Sequence[CheckRequest], at: datetime) -> Mapping[str, MetricsSample]:

@@ -81,17 +81,7 @@ def plan_for(app: str, metrics: str = METRICS) -> Plan:
 
 
 def request(plan: Plan, window: timedelta = WINDOW) -> CheckRequest:
-    return CheckRequest(
-        plan=plan.key,
-        rollout_id="r-1",
-        step=0,
-        namespace=plan.namespace,
-        stable=plan.workloads.stable,
-        canary=plan.workloads.canary,
-        service=plan.virtual_service.canary.host,
-        window=window,
-        metrics=plan.analysis.metrics,
-    )
+    return CheckRequest.for_plan(plan, "r-1", 0, window)
 
 
 #: A second namespace with the same workload names and other numbers: batched answers must
