@@ -864,11 +864,21 @@ def decide(plan: Plan, state: RolloutState | None, obs: Observation, now: dateti
 
 
 def _lost(t: _Tick) -> None:
+    """No readable state. DESIGN §4: ``state.lost``, weights to stable, start over from
+    Pending. Without memory a stripped annotation and a controller installed mid-rollout look
+    the same; both are reported, since both restart the analysis."""
     obs = t.obs
     stripped = obs.live_weights is not None and obs.live_weights != ALL_STABLE
-    if obs.state_lost or stripped:
+    if obs.state_lost or stripped or obs.canary_differs:
         reason = obs.state_lost or (
-            f"{t.plan.key}: no canary.dev/state annotation but weights are {obs.live_weights}"
+            f"{t.plan.key}: no canary.dev/state annotation while "
+            + (
+                f"the weights are {obs.live_weights}"
+                if stripped
+                else "the canary differs from stable (annotation removed, or canary installed "
+                "mid-rollout)"
+            )
+            + ": starting over from Pending with traffic on stable"
         )
         t.emit(ev.STATE_LOST, warning=True, reason=reason)
         t.update(weights=obs.live_weights or ALL_STABLE)

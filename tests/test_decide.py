@@ -649,9 +649,11 @@ def test_unknown_base_falls_back_to_newest_earlier_revision_not_failed_with_a_wa
     assert d.state.phase is Phase.PENDING
 
 
-def test_controller_installed_mid_rollout_starts_from_pending_without_state_lost() -> None:
+def test_no_state_while_the_canary_differs_is_state_lost_then_pending() -> None:
+    """Controller installed mid-rollout or the annotation stripped while traffic is on stable:
+    the same without memory, and both restart the analysis, so both say state.lost."""
     d = run(None, observe())
-    assert names(d) == (ev.BASE_FALLBACK, ev.ROLLOUT_STARTED)
+    assert names(d) == (ev.STATE_LOST, ev.BASE_FALLBACK, ev.ROLLOUT_STARTED)
     assert d.state.phase is Phase.PENDING
     assert d.state.base_revision == BASE_REV
     assert d.changed

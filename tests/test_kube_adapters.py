@@ -494,17 +494,35 @@ def test_repeated_events_are_aggregated_and_a_flood_is_dropped(
 ) -> None:
     s, now = sink
     same = Event("check.inconclusive", {"reason": "too few requests"})
-    for _ in range(5):
+    for _ in range(5):  # one POST, then four count bumps: 5 of the 10 tokens
         s.post(NS, "reviews", same)
     (posted,) = events(cluster)
     assert posted["count"] == 5 and s.aggregated == 4
+    bump = cluster.requests.last(method="PATCH", resource="events")
+    assert bump.content_type == "application/merge-patch+json"
+    assert bump.body["count"] == 5 and "lastTimestamp" in bump.body
     for i in range(30):  # a flapping rollout: 30 different messages at once
         s.post(NS, "reviews", Event("weight.drift", {"reason": f"drift {i}"}))
-    assert len(events(cluster)) == 10  # the burst, then dropped
-    assert s.dropped == 21
+    assert len(events(cluster)) == 6  # the 5 tokens left, then dropped
+    assert s.dropped == 25
     now[0] += 60  # a minute later: 10 more tokens
     s.post(NS, "reviews", Event("weight.drift", {"reason": "later"}))
-    assert len(events(cluster)) == 11
+    assert len(events(cluster)) == 7
+
+
+def test_a_flood_of_one_repeated_event_is_rate_limited_too(
+    cluster: KubeApiServer, sink: tuple[KubeEventSink, list[float]]
+) -> None:
+    s, now = sink
+    same = Event("check.inconclusive", {"reason": "too few requests"})
+    for _ in range(100):
+        s.post(NS, "reviews", same)
+    writes = cluster.requests.filter(resource="events", writes=True)
+    assert len(writes) == 10  # the burst: 1 POST + 9 PATCH, the other 90 only counted
+    now[0] += 6  # one token later the next bump carries every repeat counted meanwhile
+    s.post(NS, "reviews", same)
+    (posted,) = events(cluster)
+    assert posted["count"] == 101
 
 
 def test_a_failing_event_post_never_raises(cluster: KubeApiServer) -> None:
@@ -604,3 +622,108 @@ def test_connect_reads_a_kubeconfig_context(tmp_path: Path, cluster: KubeApiServ
     assert KubeWorkloads(api).status(NS, "reviews-v1").available
     with pytest.raises(ConfigError, match="context nope"):
         connect(str(kubeconfig), "nope")
+
+
+# --- more cases from the review of issue 4 -------------------------------------------------------
+
+
+def test_a_resources_only_change_starts_a_rollout(cluster: KubeApiServer) -> None:
+    rig = Rig(cluster)
+    rig.tick()
+
+    def resources(dep: dict[str, Any]) -> None:
+        dep["spec"]["template"]["spec"]["containers"][0]["resources"] = {
+            "limits": {"memory": "512Mi"}
+        }
+
+    cluster.edit("apps", "v1", "deployments", NS, "reviews-v3", resources)
+    cluster.edit("apps", "v1", "deployments", NS, "reviews-v3", available)
+    rig.names.clear()
+    rig.tick()
+    assert rig.names == ["rollout.started"]
+
+
+def test_steady_ticks_over_http_write_nothing(cluster: KubeApiServer) -> None:
+    rig = Rig(cluster)
+    rig.tick()  # Idle: records the base revision once
+    writes = len(cluster.requests.filter(writes=True))
+    for _ in range(5):
+        rig.tick()
+    assert len(cluster.requests.filter(writes=True)) == writes
+
+
+def test_a_real_concurrent_write_is_retried_and_both_writes_survive(
+    cluster: KubeApiServer,
+) -> None:
+    rig = progressing_rig(cluster)
+    real_write = rig.router.write
+    raced: list[bool] = []
+
+    def racing(*args: Any, **kwargs: Any) -> Any:
+        if not raced:  # another writer (a human adding a label) between our read and write
+            raced.append(True)
+            cluster.edit(
+                "networking.istio.io", "v1", "virtualservices", NS, "reviews",
+                {"metadata": {"labels": {"owner": "team-a"}}},
+            )  # fmt: skip
+        return real_write(*args, **kwargs)
+
+    rig.router.write = racing  # type: ignore[method-assign]
+    before = rig.state().step
+    rig.names.clear()
+    for _ in range(40):
+        rig.tick(timedelta(seconds=10))
+        if rig.state().step > before:
+            break
+    assert raced and rig.state().step == before + 1
+    failed = [r for r in cluster.requests.filter(method="PATCH", resource="virtualservices")
+              if r.status == 422]  # fmt: skip
+    assert len(failed) == 1  # the failed test op, then a re-read and a fresh decision
+    vs = the_vs(cluster)
+    assert vs["metadata"]["labels"]["owner"] == "team-a"  # their write survived ours
+    assert [d["weight"] for d in vs["spec"]["http"][1]["route"]] == [50, 50]
+    assert rig.names.count("step.started") == 1  # nothing said twice
+
+
+def test_state_stripped_while_traffic_is_on_stable_is_state_lost(cluster: KubeApiServer) -> None:
+    rig = Rig(cluster)
+    rig.tick()
+    cluster.edit("apps", "v1", "deployments", NS, "reviews-v3",
+                 lambda d: d["status"].update(availableReplicas=0))  # fmt: skip
+    set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+    cluster.edit("apps", "v1", "deployments", NS, "reviews-v3",
+                 lambda d: d["status"].update(availableReplicas=0))  # fmt: skip
+    rig.tick()
+    assert rig.state().phase is Phase.PENDING
+
+    def strip(vs: dict[str, Any]) -> None:
+        del vs["metadata"]["annotations"][STATE_ANNOTATION]
+
+    cluster.edit("networking.istio.io", "v1", "virtualservices", NS, "reviews", strip)
+    rig.names.clear()
+    rig.tick()
+    assert rig.names[0] == "state.lost"
+
+
+def test_the_watcher_drives_the_controller_within_a_second(cluster: KubeApiServer) -> None:
+    import threading
+    import time
+
+    from canary.adapters.watch import Watcher, interests_of
+
+    rig = Rig(cluster)
+    rig.tick()
+    lock = threading.Lock()
+
+    def on_change(keys: set[str], reason: str) -> None:
+        with lock:
+            rig.ctrl.tick(sorted(keys))
+
+    with Watcher(cluster.client(), on_change, interests_of([plan()]), resync_interval=3600):
+        time.sleep(0.2)  # let the watches open (their first list reports nothing)
+        began = time.monotonic()
+        set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+        while "rollout.started" not in rig.names and time.monotonic() - began < 5:
+            time.sleep(0.02)
+        assert "rollout.started" in rig.names
+        assert time.monotonic() - began < 1.0

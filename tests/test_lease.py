@@ -97,6 +97,41 @@ def test_losing_a_race_is_not_leadership(kubeapi: KubeApiServer) -> None:
     kubeapi.fail(409, times=1, method="PUT", resource="leases")
     clock.advance(2)
     assert not a.step()
+    assert not a.is_leader  # someone else wrote the Lease: stop acting at once
+
+
+def test_a_renewal_puts_the_lease_back_with_our_identity_and_a_fresh_time(
+    kubeapi: KubeApiServer,
+) -> None:
+    clock = Clock()
+    a = elector(kubeapi, "a", clock)
+    assert a.step()
+    first = lease(kubeapi)["spec"]["renewTime"]  # type: ignore[index]
+    clock.advance(2)
+    assert a.step()
+    put = kubeapi.requests.last(method="PUT", resource="leases")
+    assert put.path == "/apis/coordination.k8s.io/v1/namespaces/canary-system/leases/canary-leader"
+    assert put.body["spec"]["holderIdentity"] == "a"
+    assert put.body["metadata"]["resourceVersion"]  # guarded by the version we read
+    assert put.body["spec"]["renewTime"] != first and put.body["spec"]["leaseTransitions"] == 0
+
+
+def test_leadership_counts_from_when_the_renewal_was_sent(kubeapi: KubeApiServer) -> None:
+    clock = Clock()
+    a = elector(kubeapi, "a", clock)
+    assert a.step()
+    clock.advance(2)
+    real = a._step
+
+    def slow() -> bool:  # the renewal's answer arrives 9 s after it was sent
+        held = real()
+        clock.advance(9)
+        return held
+
+    a._step = slow  # type: ignore[method-assign]
+    assert a.step()
+    clock.advance(1.5)
+    assert not a.is_leader  # 10.5 s after sending: past the renew deadline
 
 
 def test_release_lets_the_standby_take_over_at_once(kubeapi: KubeApiServer) -> None:

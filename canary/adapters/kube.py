@@ -41,6 +41,9 @@ DEFAULT_QPS = 5.0
 DEFAULT_BURST = 10
 #: Per-request timeout (connect, read): a hung API server must not stall a tick.
 DEFAULT_REQUEST_TIMEOUT = (5.0, 15.0)
+#: urllib3 retries only a failed connect, once: a read timeout is not retried (urllib3's default
+#: Retry(3) would turn one 15 s timeout into a minute-long stall).
+DEFAULT_RETRIES = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0)
 
 T = TypeVar("T")
 
@@ -95,6 +98,7 @@ def connect(
 ) -> client.ApiClient:
     """An API client: ``host`` (tests), else in-cluster, else kubeconfig (``KUBECONFIG``)."""
     configuration = client.Configuration()
+    configuration.retries = DEFAULT_RETRIES
     if host is not None:
         configuration.host = host
     elif kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
@@ -129,7 +133,12 @@ def translate(exc: Exception, *, verb: str, what: str) -> CanaryError:
         code = exc.status or 0
         if code == 404:
             return NotFoundError(f"{what} not found ({verb}): {message}")
-        if code in (401, 403):
+        if code == 401:
+            return ForbiddenError(
+                f"unauthorised: cannot {verb} {what}: {message}. The API server did not accept "
+                "the controller's credentials (an expired or missing token?)"
+            )
+        if code == 403:
             return ForbiddenError(
                 f"forbidden: cannot {verb} {what}: {message}. Grant the controller's "
                 f"ServiceAccount the '{verb}' verb on that resource (see the chart's RBAC)"
@@ -224,6 +233,8 @@ EVENT_AGGREGATE_WINDOW = 600.0
 #: rest are dropped (the log line is still written) so it cannot flood the API server.
 EVENT_BURST = 10
 EVENT_REFILL_PER_SECOND = 1 / 6
+#: Folds kept before stale ones are pruned.
+EVENT_PRUNE_AT = 1000
 #: Kubernetes truncates longer Event messages anyway.
 EVENT_MESSAGE_MAX = 1024
 
@@ -259,6 +270,13 @@ class KubeEventSink:
         """Which VirtualService a plan's Events are about (default: one named like the plan)."""
         self._objects[f"{namespace}/{plan}"] = (api_version, vs_name)
 
+    def _prune(self, now: float) -> None:
+        """Forget folds older than the aggregation window (memory stays bounded)."""
+        if len(self._recent) > EVENT_PRUNE_AT:
+            stale = [k for k, v in self._recent.items() if now - v[2] >= EVENT_AGGREGATE_WINDOW]
+            for k in stale:
+                del self._recent[k]
+
     def _allow(self, key: str, now: float) -> bool:
         tokens, stamp = self._buckets.get(key, (float(EVENT_BURST), now))
         tokens = min(float(EVENT_BURST), tokens + (now - stamp) * EVENT_REFILL_PER_SECOND)
@@ -286,12 +304,18 @@ class KubeEventSink:
         stamp = datetime.now(UTC)
         fold = (namespace, plan, event.name, message)
         with self._lock:
+            self._prune(now)
             recent = self._recent.get(fold)
+            # Every API write of the sink, a new Event or a count bump, takes a token: a repeat
+            # that finds none is only counted here and goes out with the next bump.
             if recent is not None and now - recent[2] < EVENT_AGGREGATE_WINDOW:
                 name, count, _ = recent
                 self._recent[fold] = (name, count + 1, now)
-                patch = {"count": count + 1, "lastTimestamp": stamp.isoformat()}
                 self.aggregated += 1
+                if not self._allow(key, now):
+                    self.dropped += 1
+                    return
+                patch = {"count": count + 1, "lastTimestamp": stamp.isoformat()}
             else:
                 if not self._allow(key, now):
                     self.dropped += 1

@@ -21,7 +21,7 @@ from typing import Any
 
 from kubernetes import client
 
-from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, call
+from canary.adapters.kube import call
 from canary.errors import CanaryError, ConflictError, NotFoundError
 
 #: How long a Lease is valid without renewal: a crashed leader is replaced after this.
@@ -30,6 +30,8 @@ DEFAULT_LEASE_DURATION = timedelta(seconds=15)
 DEFAULT_RENEW_DEADLINE = timedelta(seconds=10)
 #: Time between attempts to acquire or renew.
 DEFAULT_RETRY_PERIOD = timedelta(seconds=2)
+#: Lease calls must answer well within renew deadline − retry period (8 s at the defaults).
+LEASE_REQUEST_TIMEOUT = (2.0, 4.0)
 
 
 @dataclass(frozen=True)
@@ -101,7 +103,11 @@ class LeaderElector:
         )
 
     def step(self) -> bool:
-        """Try to acquire or renew once; True if we hold the Lease afterwards. Never raises."""
+        """Try to acquire or renew once; True if we hold the Lease afterwards. Never raises.
+
+        Leadership is counted from when the request was *sent*: a renewal whose answer came
+        late must not stretch our term past what the others see on the Lease."""
+        started = self._clock()
         try:
             held = self._step()
         except CanaryError as exc:
@@ -109,14 +115,14 @@ class LeaderElector:
             held = False
         if held:
             with self._lock:
-                self._renewed_at = self._clock()
+                self._renewed_at = started
         return held and self.is_leader
 
     def _step(self) -> bool:
         try:
             lease = call(
                 lambda: self._coord.read_namespaced_lease(
-                    self.name, self.namespace, _request_timeout=DEFAULT_REQUEST_TIMEOUT
+                    self.name, self.namespace, _request_timeout=LEASE_REQUEST_TIMEOUT
                 ),
                 verb="get",
                 what=self._what,
@@ -129,7 +135,7 @@ class LeaderElector:
             try:
                 call(
                     lambda: self._coord.create_namespaced_lease(
-                        self.namespace, body, _request_timeout=DEFAULT_REQUEST_TIMEOUT
+                        self.namespace, body, _request_timeout=LEASE_REQUEST_TIMEOUT
                     ),
                     verb="create",
                     what=self._what,
@@ -158,13 +164,16 @@ class LeaderElector:
         try:
             call(
                 lambda: self._coord.replace_namespaced_lease(
-                    self.name, self.namespace, lease, _request_timeout=DEFAULT_REQUEST_TIMEOUT
+                    self.name, self.namespace, lease, _request_timeout=LEASE_REQUEST_TIMEOUT
                 ),
                 verb="update",
                 what=self._what,
             )
         except ConflictError:
-            return False  # someone else renewed or took it between our read and write
+            # someone else wrote the Lease between our read and write: stop acting at once
+            with self._lock:
+                self._renewed_at = None
+            return False
         return True
 
     def release(self) -> None:
@@ -176,7 +185,7 @@ class LeaderElector:
         try:
             lease = call(
                 lambda: self._coord.read_namespaced_lease(
-                    self.name, self.namespace, _request_timeout=DEFAULT_REQUEST_TIMEOUT
+                    self.name, self.namespace, _request_timeout=LEASE_REQUEST_TIMEOUT
                 ),
                 verb="get",
                 what=self._what,
@@ -188,7 +197,7 @@ class LeaderElector:
             lease.spec.renew_time = self._wall()
             call(
                 lambda: self._coord.replace_namespaced_lease(
-                    self.name, self.namespace, lease, _request_timeout=DEFAULT_REQUEST_TIMEOUT
+                    self.name, self.namespace, lease, _request_timeout=LEASE_REQUEST_TIMEOUT
                 ),
                 verb="update",
                 what=self._what,
