@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import traceback
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -93,6 +94,8 @@ class Controller:
     jobs: dict[str, RollbackJob] = field(default_factory=dict)
     #: called with every decision after it is persisted (the simulator records them)
     on_decision: Callable[[Plan, Decision], None] | None = None
+    #: where helm rollbacks run: None inline (the simulator), else a pool (the daemon)
+    runner: Executor | None = None
     #: leader election: asked before every tick and every write; None = always act (one
     #: process, the simulator). Losing the lease stops all acting at once (DESIGN §4).
     leader: Callable[[], bool] | None = None
@@ -119,8 +122,9 @@ class Controller:
                     self._failed(key, "act", exc)
                     continue
                 out[key] = decision
-                if decision.start_rollback is not None:
-                    again.append(key)
+                job = self.jobs.get(key)
+                if decision.start_rollback is not None and not (job and job.running):
+                    again.append(key)  # helm ran inline: confirm it in this same tick
             if not again:
                 break
             todo = again
@@ -277,14 +281,27 @@ class Controller:
     def _rollback(self, plan: Plan, revision: int) -> None:
         """Run helm after the weights reached stable (the write above succeeded).
 
-        The simulator runs it inline; the daemon runs it in a worker so other rollouts' ticks
-        never wait for helm (issue 5). Either way the outcome is an observation for decide.
+        Without a ``runner`` (the simulator) helm runs inline; with one (the daemon) it runs in
+        a worker so other rollouts' ticks never wait for helm, and decide sees the job
+        ``running`` until it ends. Either way the outcome is an observation for decide.
         """
-        try:
-            self.ports.releases.rollback(plan.release, revision, plan.rollback.timeout)
-            self.jobs[plan.key] = RollbackJob(revision=revision, ok=True)
-        except HelmError as exc:
-            self.jobs[plan.key] = RollbackJob(revision=revision, ok=False, error=str(exc))
+        key = plan.key
+
+        def run() -> None:
+            try:
+                self.ports.releases.rollback(plan.release, revision, plan.rollback.timeout)
+                job = RollbackJob(revision=revision, ok=True)
+            except HelmError as exc:
+                job = RollbackJob(revision=revision, ok=False, error=str(exc))
+            except Exception as exc:  # a bug in the release port: a failed attempt, said so
+                job = RollbackJob(revision=revision, ok=False, error=f"{type(exc).__name__}: {exc}")
+            self.jobs[key] = job
+
+        if self.runner is None:
+            run()
+            return
+        self.jobs[key] = RollbackJob(revision=revision, running=True)
+        self.runner.submit(run)
 
 
 def _iso(at: datetime) -> str:

@@ -750,10 +750,14 @@ def _rolling_back(t: _Tick) -> None:
             _record_base(t)
         return
     if rel.pending or (job is not None and job.running):
+        busy = (
+            f"release {t.plan.release.name} is {rel.latest.status.value if rel.latest else 'busy'}"
+            if rel.pending
+            else f"helm rollback {t.plan.release.name} {job.revision if job else ''} is running"
+        )
         t.alert_once(
             ev.ROLLBACK_WAITING,
-            f"release {t.plan.release.name} is "
-            f"{rel.latest.status.value if rel.latest else 'busy'}; waiting for helm to settle",
+            f"{busy}; waiting for helm to settle",
         )
         return
     if base is None:

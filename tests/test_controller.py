@@ -168,3 +168,44 @@ def test_a_command_is_consumed_in_the_same_write_as_its_effect() -> None:
     assert world.router.read(world.plan).command_raw is None
     state = current_state(world)
     assert state is not None and state.phase is Phase.PAUSED
+
+
+def test_helm_runs_in_a_worker_and_never_blocks_a_tick() -> None:
+    """With a runner, a slow helm rollback leaves ticks free; decide sees it running, then
+    confirms it once it returned (issue 5: a worker that never blocks other ticks)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from canary.sim import SCENARIOS
+
+    world = SimWorld.create(reviews(), SCENARIOS["bad-errors"])
+    release = threading.Event()
+    order: list[str] = []
+    real = world.releases.rollback
+
+    def slow_rollback(*args: object, **kwargs: object) -> None:
+        release.wait(timeout=10)
+        order.append("helm returned")
+        real(*args, **kwargs)  # type: ignore[arg-type]
+
+    world.releases.rollback = slow_rollback  # type: ignore[method-assign]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        ctrl = controller_for(world)
+        ctrl.runner = pool
+        ctrl.tick()
+        world.release_canary()
+        assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLING_BACK)
+        order.append("tick returned")
+        assert world.router.read(world.plan).weights == ALL_STABLE  # safe before helm ends
+        world.advance(timedelta(seconds=5))
+        ctrl.tick()  # helm still running: wait, do not start another
+        assert world.events.names().count("rollback.helm_started") == 1
+        assert "rollback.waiting" in world.events.names()
+        release.set()
+        pool.shutdown(wait=True)  # the worker has returned and recorded its job
+        world.advance(timedelta(seconds=5))
+        ctrl.tick()
+    assert order == ["tick returned", "helm returned"]
+    state = current_state(world)
+    assert state is not None and state.phase is Phase.ROLLED_BACK
+    assert len(world.cluster.helm_calls) == 1
