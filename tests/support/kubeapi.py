@@ -300,6 +300,15 @@ EVENTS_V1 = ResourceType(
     ),
     field_selectors=_EVENT_FIELDS,
 )
+#: Helm's release storage (driver "secret"): read by canary.adapters.helmstore.
+SECRETS = ResourceType(
+    group="",
+    versions=("v1",),
+    plural="secrets",
+    kind="Secret",
+    singular="secret",
+)
+
 DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     VIRTUAL_SERVICES,
     DESTINATION_RULES,
@@ -307,6 +316,7 @@ DEFAULT_RESOURCES: tuple[ResourceType, ...] = (
     LEASES,
     CORE_EVENTS,
     EVENTS_V1,
+    SECRETS,
 )
 
 
