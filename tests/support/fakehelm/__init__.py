@@ -12,7 +12,8 @@ State file layout (JSON)::
       "releases": {"NS/REL": {"name": REL, "namespace": NS, "revisions": [
           {"revision": 1, "status": "superseded", "description": "Install complete",
            "chart": "reviews-0.1.0", "app_version": "1.20.1",
-           "updated": "2026-03-01T09:00:00Z", "values": {...}, "manifest": null}, ...]}},
+           "updated": "2026-03-01T09:00:00Z", "values": {...}, "manifest": null,
+           "chart_dir": "/path/to/chart" | null}, ...]}},
       "calls": [{"argv": [...args after "helm"...], "pid": 123, "at": 1700000000.0}, ...],
       "controls": {
         "fail_next": [{"command": "rollback", "count": 1, "stderr": "Error: ...",
@@ -41,6 +42,12 @@ Semantics of the controls, as the script implements them:
   waits its delay (bounded by ``--timeout``), and exits 1 with
   ``Error: release REL failed: context deadline exceeded`` **leaving N+1 pending** — a helm that
   died before recording the outcome. :meth:`FakeHelm.settle` finishes it later.
+
+With ``FAKEHELM_KUBE_URL`` in the environment and a ``chart_dir`` on the current and the target
+revision, a rollback also renders both with Helm's engine (helm-python-sdk) and applies the
+difference to that API as helm 3 does (the script's ``apply_change``), after recording the
+pending revision and before ``--wait``; :meth:`FakeHelm.upgrade` with ``kube_url`` does the same
+for a new revision. Render or API errors mark the new revision ``failed`` and exit 1.
 """
 
 from __future__ import annotations
@@ -143,11 +150,13 @@ class FakeHelm:
         values: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
         statuses: Sequence[str] | None = None,
         manifests: Sequence[str | None] | None = None,
+        chart_dir: str | Path | None = None,
     ) -> None:
         """A release with ``revisions`` revisions: 1 "Install complete", the rest
         "Upgrade complete"; the newest ``deployed``, the older ones ``superseded`` (or
         ``statuses``, oldest first). ``chart``, ``app_version`` and ``values`` are one value for
-        all revisions or one per revision."""
+        all revisions or one per revision; ``chart_dir`` (one chart directory for all) makes the
+        revisions renderable."""
 
         def nth(value: Any, i: int, default: Any) -> Any:
             if value is None:
@@ -171,6 +180,7 @@ class FakeHelm:
                     "updated": go_time(T0 + timedelta(minutes=i)),
                     "values": dict(nth(values, i, {})),
                     "manifest": nth(manifests, i, None),
+                    "chart_dir": str(chart_dir) if chart_dir is not None else None,
                 }
             )
         with self._state() as state:
@@ -190,9 +200,28 @@ class FakeHelm:
         values: Mapping[str, Any] | None = None,
         status: str = "deployed",
         description: str = "Upgrade complete",
+        chart_dir: str | Path | None = None,
+        kube_url: str | None = None,
     ) -> int:
         """What CI's ``helm upgrade`` leaves in the history: a new revision (by default
-        ``deployed``, the previously deployed one ``superseded``). Returns its number."""
+        ``deployed``, the previously deployed one ``superseded``). Returns its number.
+        With ``kube_url``, the change from the last revision to the new one is first applied to
+        that Kubernetes API the way the script's rollback applies one (both revisions must be
+        renderable)."""
+        if kube_url is not None:
+            last_rev = self.history(name, namespace)[-1]
+            new_rev = {
+                **last_rev,
+                "values": dict(values) if values is not None else last_rev.get("values", {}),
+                "chart_dir": str(chart_dir) if chart_dir is not None else last_rev.get("chart_dir"),
+            }
+            if not script.renderable(last_rev, new_rev):
+                raise ValueError("upgrade with kube_url needs chart_dir on both revisions")
+            script.apply_change(
+                kube_url,
+                script.render_revision(last_rev, name, namespace),
+                script.render_revision(new_rev, name, namespace),
+            )
         with self._state() as state:
             revs = state["releases"][f"{namespace}/{name}"]["revisions"]
             last = max(revs, key=lambda r: r["revision"])
@@ -211,6 +240,7 @@ class FakeHelm:
                     "updated": script.go_time_now(),
                     "values": dict(values) if values is not None else last.get("values", {}),
                     "manifest": last.get("manifest"),
+                    "chart_dir": str(chart_dir) if chart_dir is not None else last.get("chart_dir"),
                 }
             )
             return int(number)

@@ -1,0 +1,152 @@
+"""The fake ``helm`` applying a rollback to the Kubernetes double (issue 5): both revisions are
+rendered by Helm's own engine (helm-python-sdk) from tests/fixtures/charts/reviews and the
+difference is applied as helm 3 does, a two-way merge between the two revisions' manifests, so
+live VirtualService weights the chart never changed stay as they are."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.support.fakehelm import FakeHelm
+from tests.support.kubeapi import MERGE_PATCH, KubeApiServer
+
+pytest.importorskip("helm_python")
+from helm_python.chart import Chart, lint
+
+CHART = Path(__file__).parent / "fixtures" / "charts" / "reviews"
+NS = "bookinfo"
+IMAGE = "docker.io/istio/examples-bookinfo-reviews-v3"
+STABLE_TAG = "1.20.1"
+CANARY_TAG = "1.20.2"
+ROLLBACK = ["rollback", "reviews", "1", "--namespace", NS, "--wait", "--timeout", "5m0s"]
+
+
+def values(canary_tag: str) -> dict[str, Any]:
+    return {"stable": {"tag": STABLE_TAG}, "canary": {"tag": canary_tag}}
+
+
+def available(dep: dict[str, Any]) -> dict[str, Any]:
+    replicas = dep["spec"].get("replicas", 1)
+    dep["status"] = {
+        "observedGeneration": dep["metadata"].get("generation", 1),
+        "replicas": replicas,
+        "updatedReplicas": replicas,
+        "readyReplicas": replicas,
+        "availableReplicas": replicas,
+    }
+    return dep
+
+
+def weights(kubeapi: KubeApiServer) -> list[int]:
+    vs = kubeapi.get_object("networking.istio.io", "v1", "virtualservices", NS, "reviews")
+    assert vs is not None
+    return [d["weight"] for d in vs["spec"]["http"][0]["route"]]
+
+
+def canary_image(kubeapi: KubeApiServer) -> str:
+    dep = kubeapi.get_object("apps", "v1", "deployments", NS, "reviews-v3")
+    assert dep is not None
+    image: str = dep["spec"]["template"]["spec"]["containers"][0]["image"]
+    return image
+
+
+@pytest.fixture
+def helm(tmp_path: Path, kubeapi: KubeApiServer) -> FakeHelm:
+    """Revision 1 (canary = stable image) installed and in the double; revision 2 (a new canary
+    image) upgraded onto it; then canary moved the live weights to 90/10."""
+    with Chart.load(CHART) as chart:
+        rendered = chart.render(values(STABLE_TAG), name="reviews", namespace=NS)
+    for text in rendered.values():
+        for obj in yaml.safe_load_all(text):
+            kubeapi.put_object(obj)
+            if obj["kind"] == "Deployment":
+                kubeapi.edit("apps", "v1", "deployments", NS, obj["metadata"]["name"], available)
+    fake = FakeHelm(tmp_path / "helm-state.json")
+    fake.install("reviews", NS, values=values(STABLE_TAG), chart_dir=CHART)
+    fake.upgrade("reviews", NS, values=values(CANARY_TAG), kube_url=kubeapi.url)
+    assert canary_image(kubeapi) == f"{IMAGE}:{CANARY_TAG}"
+
+    def canary_weights(vs: dict[str, Any]) -> None:
+        route = vs["spec"]["http"][0]["route"]
+        route[0]["weight"], route[1]["weight"] = 90, 10
+
+    kubeapi.edit("networking.istio.io", "v1", "virtualservices", NS, "reviews", canary_weights)
+    kubeapi.requests.clear()
+    return fake
+
+
+def test_the_chart_passes_helm_lint() -> None:
+    report = lint(CHART)
+    assert report["errors"] == []
+    assert all(m["severity"] < 2 for m in report["messages"]), report["messages"]
+
+
+def test_a_rollback_patches_only_what_the_chart_changed(
+    helm: FakeHelm, kubeapi: KubeApiServer
+) -> None:
+    started = time.perf_counter()
+    done = subprocess.run(
+        [str(helm.binary), *ROLLBACK],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=helm.full_env(FAKEHELM_KUBE_URL=kubeapi.url),
+        check=False,
+    )
+    elapsed = time.perf_counter() - started
+    assert done.returncode == 0, done.stderr
+    assert canary_image(kubeapi) == f"{IMAGE}:{STABLE_TAG}"
+    assert weights(kubeapi) == [90, 10]  # the chart never changed them: left as they are
+    writes = kubeapi.requests.writes()
+    assert [(r.method, r.resource, r.name) for r in writes] == [
+        ("PATCH", "deployments", "reviews-v3")
+    ]
+    assert writes[0].content_type == MERGE_PATCH
+    assert writes[0].status == 200
+    assert writes[0].body == {
+        "spec": {
+            "template": {
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "reviews",
+                            "image": f"{IMAGE}:{STABLE_TAG}",
+                            "ports": [{"containerPort": 9080}],
+                        }
+                    ]
+                }
+            }
+        }
+    }
+    assert [r["status"] for r in helm.history("reviews", NS)] == [
+        "superseded",
+        "superseded",
+        "deployed",
+    ]
+    assert elapsed < 30
+
+
+def test_a_rollback_the_api_refuses_fails_the_revision(
+    helm: FakeHelm, kubeapi: KubeApiServer
+) -> None:
+    kubeapi.deny("patch", "apps", "deployments", namespace=NS)
+    done = subprocess.run(
+        [str(helm.binary), "rollback", "reviews", "1", "--namespace", NS],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=helm.full_env(FAKEHELM_KUBE_URL=kubeapi.url),
+        check=False,
+    )
+    assert done.returncode == 1
+    assert "forbidden" in done.stderr
+    assert canary_image(kubeapi) == f"{IMAGE}:{CANARY_TAG}"
+    last = helm.history("reviews", NS)[-1]
+    assert last["status"] == "failed"
+    assert last["description"].startswith('Rollback "reviews" failed: cannot patch')
