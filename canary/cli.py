@@ -246,11 +246,9 @@ class _Printer:
     def __init__(self, out: TextIO, pace: float = 0.0) -> None:
         self.out = out
         self.pace = pace
-        self.start: Any = None
-        self.names: list[str] = []
+        self.start: datetime | None = None
 
     def __call__(self, record: Mapping[str, Any]) -> None:
-        self.names.append(str(record.get("event")))
         if self.start is None and isinstance(record.get("at"), str):
             self.start = datetime.fromisoformat(str(record["at"]).replace("Z", "+00:00"))
         print(format_line(record, self.start), file=self.out, flush=True)

@@ -391,12 +391,8 @@ def _apply_check(t: _Tick) -> bool:
     )
     if result.misconfigured:
         _emit_check(t, result)
-        reason = f"a query of plan {t.plan.key} is wrong: {result.misconfigured}"
         t.update(last_check_at=t.now)
-        t.emit(ev.PLAN_INVALID, warning=True, reason=reason)
-        t.update(phase=Phase.PAUSED, paused=PauseKind.INVALID_PLAN, reason=reason)
-        t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=reason, kind=PauseKind.INVALID_PLAN.value)
-        t.write(ALL_STABLE, "plan invalid")
+        _pause_invalid(t, f"a query of plan {t.plan.key} is wrong: {result.misconfigured}")
         return True
     v = result.verdict
     if v is Verdict.PASS:
@@ -915,11 +911,17 @@ def _invalid(t: _Tick) -> bool:
     s = t.s
     if not t.obs.plan_error or s.phase not in _SUPERSEDABLE or s.paused is PauseKind.INVALID_PLAN:
         return False
-    t.emit(ev.PLAN_INVALID, warning=True, reason=t.obs.plan_error)
-    t.update(phase=Phase.PAUSED, paused=PauseKind.INVALID_PLAN, reason=t.obs.plan_error)
-    t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=t.obs.plan_error, kind="invalid-plan")
-    t.write(ALL_STABLE, "plan invalid")
+    _pause_invalid(t, t.obs.plan_error)
     return True
+
+
+def _pause_invalid(t: _Tick, reason: str) -> None:
+    """The plan (its definition, or one of its queries) is wrong: pause with traffic on
+    stable until a human fixes it and resumes."""
+    t.emit(ev.PLAN_INVALID, warning=True, reason=reason)
+    t.update(phase=Phase.PAUSED, paused=PauseKind.INVALID_PLAN, reason=reason)
+    t.emit(ev.ROLLOUT_PAUSED, warning=True, reason=reason, kind=PauseKind.INVALID_PLAN.value)
+    t.write(ALL_STABLE, "plan invalid")
 
 
 def _run(t: _Tick, no_state: bool) -> None:

@@ -46,9 +46,6 @@ TEMPLATES: Final[dict[MetricType, Template]] = {
     ),
 }
 
-#: Variables a custom query may use (plan validation rejects any other ``$word``).
-CUSTOM_VARIABLES: Final = ("namespace", "canary", "stable", "window", "service")
-
 #: Istio's default bucket boundaries (ms) for istio_request_duration_milliseconds: a latency
 #: quantile is interpolated linearly inside a bucket, so a bound between two boundaries is
 #: judged on an estimate.
@@ -190,12 +187,6 @@ def render_tracks(
         metric, namespace=namespace, workload=stable, window=window, service=service, stable=stable
     )
     return canary_query, stable_query
-
-
-def render_requests(
-    *, namespace: str, workload: str, window: timedelta, reporter: str = "destination"
-) -> str:
-    return render_key(BatchKey(REQUESTS_KIND, Reporter(reporter), window), [(namespace, workload)])
 
 
 def on_bucket_boundary(bound_ms: float) -> bool:

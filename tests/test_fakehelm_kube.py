@@ -15,6 +15,7 @@ import yaml
 
 from tests.support.fakehelm import FakeHelm
 from tests.support.kubeapi import MERGE_PATCH, KubeApiServer
+from tests.test_kube_adapters import available
 
 pytest.importorskip("helm_python")
 from helm_python.chart import Chart, lint
@@ -29,18 +30,6 @@ ROLLBACK = ["rollback", "reviews", "1", "--namespace", NS, "--wait", "--timeout"
 
 def values(canary_tag: str) -> dict[str, Any]:
     return {"stable": {"tag": STABLE_TAG}, "canary": {"tag": canary_tag}}
-
-
-def available(dep: dict[str, Any]) -> dict[str, Any]:
-    replicas = dep["spec"].get("replicas", 1)
-    dep["status"] = {
-        "observedGeneration": dep["metadata"].get("generation", 1),
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-    }
-    return dep
 
 
 def weights(kubeapi: KubeApiServer) -> list[int]:
