@@ -6,13 +6,16 @@ live VirtualService weights the chart never changed stay as they are."""
 from __future__ import annotations
 
 import subprocess
-import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from canary.adapters.helm import HelmReleases
+from canary.adapters.helmstore import SecretHistory
+from canary.plan import ReleaseRef
 from tests.support.fakehelm import FakeHelm
 from tests.support.kubeapi import MERGE_PATCH, KubeApiServer
 from tests.test_kube_adapters import available
@@ -56,9 +59,9 @@ def helm(tmp_path: Path, kubeapi: KubeApiServer) -> FakeHelm:
             kubeapi.put_object(obj)
             if obj["kind"] == "Deployment":
                 kubeapi.edit("apps", "v1", "deployments", NS, obj["metadata"]["name"], available)
-    fake = FakeHelm(tmp_path / "helm-state.json")
+    fake = FakeHelm(tmp_path / "helm-state.json", kube_url=kubeapi.url)
     fake.install("reviews", NS, values=values(STABLE_TAG), chart_dir=CHART)
-    fake.upgrade("reviews", NS, values=values(CANARY_TAG), kube_url=kubeapi.url)
+    fake.upgrade("reviews", NS, values=values(CANARY_TAG))
     assert canary_image(kubeapi) == f"{IMAGE}:{CANARY_TAG}"
 
     def canary_weights(vs: dict[str, Any]) -> None:
@@ -79,23 +82,25 @@ def test_the_chart_passes_helm_lint() -> None:
 def test_a_rollback_patches_only_what_the_chart_changed(
     helm: FakeHelm, kubeapi: KubeApiServer
 ) -> None:
-    started = time.perf_counter()
     done = subprocess.run(
         [str(helm.binary), *ROLLBACK],
         capture_output=True,
         text=True,
         timeout=60,
-        env=helm.full_env(FAKEHELM_KUBE_URL=kubeapi.url),
+        env=helm.full_env(),
         check=False,
     )
-    elapsed = time.perf_counter() - started
     assert done.returncode == 0, done.stderr
     assert canary_image(kubeapi) == f"{IMAGE}:{STABLE_TAG}"
     assert weights(kubeapi) == [90, 10]  # the chart never changed them: left as they are
-    writes = kubeapi.requests.writes()
-    assert [(r.method, r.resource, r.name) for r in writes] == [
-        ("PATCH", "deployments", "reviews-v3")
+    # helm's order: the pending record, the Kubernetes update, then both records settled
+    assert [(r.method, r.resource, r.name) for r in kubeapi.requests.writes()] == [
+        ("POST", "secrets", ""),
+        ("PATCH", "deployments", "reviews-v3"),
+        ("PUT", "secrets", "sh.helm.release.v1.reviews.v2"),
+        ("PUT", "secrets", "sh.helm.release.v1.reviews.v3"),
     ]
+    writes = kubeapi.requests.writes(resource="deployments")
     assert writes[0].content_type == MERGE_PATCH
     assert writes[0].status == 200
     assert writes[0].body == {
@@ -118,7 +123,6 @@ def test_a_rollback_patches_only_what_the_chart_changed(
         "superseded",
         "deployed",
     ]
-    assert elapsed < 30
 
 
 def test_a_rollback_the_api_refuses_fails_the_revision(
@@ -139,3 +143,50 @@ def test_a_rollback_the_api_refuses_fails_the_revision(
     last = helm.history("reviews", NS)[-1]
     assert last["status"] == "failed"
     assert last["description"].startswith('Rollback "reviews" failed: cannot patch')
+
+
+def _both_histories(helm: FakeHelm, kubeapi: KubeApiServer) -> tuple[Any, Any]:
+    release = ReleaseRef(name="reviews", namespace=NS)
+    binary = HelmReleases(str(helm.binary), env=helm.env, history_ttl=timedelta(0))
+    from_secrets = SecretHistory(kubeapi.client(), binary)
+    return from_secrets.history(release), binary.history(release)
+
+
+def test_the_storage_secrets_and_helm_history_agree_through_a_rollback(
+    helm: FakeHelm, kubeapi: KubeApiServer
+) -> None:
+    secrets, binary = _both_histories(helm, kubeapi)
+    assert secrets == binary
+    assert [r.status.value for r in secrets.revisions] == ["superseded", "deployed"]
+    done = helm.run(*ROLLBACK)
+    assert done.returncode == 0, done.stderr
+    secrets, binary = _both_histories(helm, kubeapi)
+    assert secrets == binary
+    assert secrets.deployed is not None
+    assert (secrets.deployed.number, secrets.deployed.description) == (3, "Rollback to 1")
+    labels = [
+        s["metadata"]["labels"]
+        for s in kubeapi.objects("", "secrets", NS)
+        if s["metadata"]["name"].startswith("sh.helm.release.v1.reviews.")
+    ]
+    assert sorted((x["version"], x["status"], x["owner"]) for x in labels) == [
+        ("1", "superseded", "helm"),
+        ("2", "superseded", "helm"),
+        ("3", "deployed", "helm"),
+    ]
+
+
+def test_a_helm_that_died_mid_rollback_leaves_a_pending_secret(
+    helm: FakeHelm, kubeapi: KubeApiServer
+) -> None:
+    helm.set(leave_pending=True)
+    done = helm.run(*ROLLBACK)
+    assert done.returncode == 1
+    secrets, binary = _both_histories(helm, kubeapi)
+    assert secrets == binary
+    assert secrets.pending
+    assert secrets.latest is not None and secrets.latest.status.value == "pending-rollback"
+    helm.settle("reviews", NS)
+    secrets, _ = _both_histories(helm, kubeapi)
+    assert not secrets.pending
+    assert secrets.deployed is not None and secrets.deployed.number == 3

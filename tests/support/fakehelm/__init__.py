@@ -48,6 +48,9 @@ revision, a rollback also renders both with Helm's engine (helm-python-sdk) and 
 difference to that API as helm 3 does (the script's ``apply_change``), after recording the
 pending revision and before ``--wait``; :meth:`FakeHelm.upgrade` with ``kube_url`` does the same
 for a new revision. Render or API errors mark the new revision ``failed`` and exit 1.
+The same variable (or ``FakeHelm(kube_url=...)``) keeps helm's storage Secrets
+(``sh.helm.release.v1.REL.vN``, driver "secret") in that API in step with the history: the
+pending revision's Secret is created when helm records it, and updated when it settles.
 """
 
 from __future__ import annotations
@@ -95,8 +98,13 @@ class FakeHelm:
 
     binary: Path = BINARY
 
-    def __init__(self, state_path: Path | str, *, version: str | None = None) -> None:
+    def __init__(
+        self, state_path: Path | str, *, version: str | None = None, kube_url: str | None = None
+    ) -> None:
         self.state_path = Path(state_path)
+        #: the Kubernetes API this fake's releases live in: its storage Secrets are kept there
+        #: (so the controller's SecretHistory and the binary agree) and rollbacks applied there
+        self.kube_url = kube_url
         with self._state() as state:
             state.setdefault("releases", {})
             state.setdefault("calls", [])
@@ -112,10 +120,21 @@ class FakeHelm:
     @property
     def env(self) -> dict[str, str]:
         """Environment additions for the process under test."""
-        return {
+        env = {
             "FAKEHELM_STATE": str(self.state_path),
             "PATH": f"{HERE}{os.pathsep}{os.environ.get('PATH', '')}",
         }
+        if self.kube_url is not None:
+            env[script.KUBE_URL_ENV] = self.kube_url
+        return env
+
+    def _mirror(self, name: str, namespace: str) -> None:
+        """Write the release's storage Secrets to :attr:`kube_url` as helm would have."""
+        if self.kube_url is None:
+            return
+        release = self.state()["releases"].get(f"{namespace}/{name}")
+        if release:
+            script.mirror_release(self.kube_url, release)
 
     def full_env(self, **extra: str) -> dict[str, str]:
         """``os.environ`` plus :attr:`env` plus ``extra``: ready for ``subprocess``."""
@@ -189,6 +208,7 @@ class FakeHelm:
                 "namespace": namespace,
                 "revisions": rows,
             }
+        self._mirror(name, namespace)
 
     def upgrade(
         self,
@@ -208,6 +228,9 @@ class FakeHelm:
         With ``kube_url``, the change from the last revision to the new one is first applied to
         that Kubernetes API the way the script's rollback applies one (both revisions must be
         renderable)."""
+        kube_url = kube_url if kube_url is not None else self.kube_url
+        if kube_url is not None and chart_dir is None and values is None:
+            kube_url = None  # a history-only upgrade: nothing to render
         if kube_url is not None:
             last_rev = self.history(name, namespace)[-1]
             new_rev = {
@@ -243,7 +266,8 @@ class FakeHelm:
                     "chart_dir": str(chart_dir) if chart_dir is not None else last.get("chart_dir"),
                 }
             )
-            return int(number)
+        self._mirror(name, namespace)
+        return int(number)
 
     def settle(self, name: str, namespace: str = "default", *, status: str = "deployed") -> int:
         """Finish the newest ``pending-*`` revision the way its helm would have: ``deployed``
@@ -259,7 +283,9 @@ class FakeHelm:
                     if rev["status"] == "deployed":
                         rev["status"] = "superseded"
             target["status"] = status
-            return int(target["revision"])
+            number = int(target["revision"])
+        self._mirror(name, namespace)
+        return number
 
     def history(self, name: str, namespace: str = "default") -> list[dict[str, Any]]:
         """The stored revisions (with values and manifest), oldest first; [] if none."""
