@@ -760,6 +760,7 @@ def _rolling_back(t: _Tick) -> None:
         t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, "no base"))
         t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason="no base revision to roll back to")
         return
+    interrupted = False
     if rb.attempts > rb.failures:
         started = rb.started_at or t.now
         if job is not None and job.ok and t.now - started < t.plan.rollback.timeout:
@@ -774,6 +775,15 @@ def _rolling_back(t: _Tick) -> None:
             return
         if job is not None and not job.ok:
             error = job.error or "helm rollback failed"
+        elif job is None:
+            # Not this process's attempt (it restarted, or the lease moved) and the history
+            # shows no trace of it: helm never recorded a revision. Nothing is running, so try
+            # again at once; the attempt still counts towards rollback.retries.
+            interrupted = True
+            error = (
+                "the previous attempt left no trace in the release history (the controller "
+                "stopped before helm recorded it)"
+            )
         else:
             error = (
                 f"no deployed revision described '{rollback_description(base)}' after the attempt"
@@ -786,7 +796,7 @@ def _rolling_back(t: _Tick) -> None:
             t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, reason))
             t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason=reason)
             return
-    if rb.failed_at is None or t.now >= rb.failed_at + rollback_backoff(rb.attempts):
+    if interrupted or rb.failed_at is None or t.now >= rb.failed_at + rollback_backoff(rb.attempts):
         rb = replace(rb, attempts=rb.attempts + 1, started_at=t.now)
         t.update(rollback=rb)
         t.rollback_rev = base

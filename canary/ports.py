@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from canary.model import Event, MetricsSample, ReleaseInfo, Weights, WorkloadStatus
@@ -118,3 +118,10 @@ class Clock(Protocol):
     def now(self) -> datetime:
         """Aware UTC time."""
         ...
+
+
+class SystemClock:
+    """The wall clock (UTC) for the daemon; the simulator and tests pass a FakeClock."""
+
+    def now(self) -> datetime:
+        return datetime.now(UTC)

@@ -1241,6 +1241,29 @@ def test_confirmation_from_history_alone_after_a_restart() -> None:
     assert d.start_rollback is None
 
 
+def test_an_attempt_that_left_no_trace_is_retried_at_once_after_a_restart() -> None:
+    """The controller stopped between persisting helm_started and helm recording anything: the
+    new process has no job and the history shows neither a pending nor a rollback revision.
+    Nothing is running, so it tries again now (no backoff); the attempt still counts."""
+    state = rolling_back(attempts=1, started_at=T0)
+    d = run(state, observe(release=release_at()), MIN)
+    assert names(d) == (ev.ROLLBACK_HELM_FAILED, ev.ROLLBACK_HELM_STARTED)
+    assert "left no trace" in d.events[0].fields["error"]
+    assert d.start_rollback == BASE_REV
+    assert d.state.rollback is not None
+    assert (d.state.rollback.attempts, d.state.rollback.failures) == (2, 1)
+
+
+def test_interrupted_attempts_still_end_in_rollback_failed() -> None:
+    """A controller that keeps dying at that point does not retry forever."""
+    retries = PLAN.rollback.retries
+    state = rolling_back(attempts=retries, failures=retries - 1, started_at=T0)
+    d = run(state, observe(release=release_at()), MIN)
+    assert names(d) == (ev.ROLLBACK_HELM_FAILED, ev.ROLLOUT_ROLLBACK_FAILED)
+    assert d.state.phase is Phase.ROLLBACK_FAILED
+    assert d.start_rollback is None
+
+
 def test_a_rollback_to_another_revision_is_not_ours() -> None:
     moved = history(
         *(rev(n) for n in range(1, 5)), rev(5, RevisionStatus.DEPLOYED, "Rollback to 2")
