@@ -1,0 +1,746 @@
+"""Notifications: a Slack-compatible incoming webhook and a generic JSON webhook (issue 6).
+
+A :class:`Notifier` is an :data:`canary.events.Listener`: the emitter hands it every event's
+flat record, and it posts the ones a person wants to hear about (:data:`NOTIFY_EVENTS`:
+rollout started, succeeded, paused, rolled back, rollback failed) with the reason and the
+numbers. The numbers of the rollout's latest check (values, stable values, bounds, request
+counts) ride along with its outcome: the notifier remembers the last ``check.*`` record per
+plan and attaches it when its ``rolloutId`` matches.
+
+**A notification never delays a rollback.** ``__call__`` only puts the record on a bounded
+queue per webhook and returns; it never blocks and never raises. A daemon thread per webhook
+posts, with a short timeout and a small retry budget:
+
+* 2xx → sent;
+* 429, 5xx, a timeout or a broken connection → retried with backoff (a 429's ``Retry-After``
+  is obeyed up to :data:`MAX_DELAY_SECONDS`), then given up with a ``notify.failed`` warning;
+* any other status (400, 403, 404, a redirect) → given up at once: retrying cannot help;
+* a full queue (the receiver is slow or down) → the *oldest* pending notification is dropped
+  (the newest news matters most), counted, and a ``notify.dropped`` warning logged once per
+  episode.
+
+These are plain log lines, not catalog events (:mod:`canary.events` names rollout events).
+
+**Webhook URLs are secrets**, read from mounted Secret files: Slack's carries its token in the
+path, a generic one often in the query. The file is re-read when ``os.stat`` says it changed
+(Kubernetes rotates a Secret volume by swapping its ``..data`` symlink, so the file behind the
+path is a new inode), never cached beyond that, never logged, never put in an error text: logs
+name the webhook (``slack`` / ``webhook``) and the file's path only.
+
+Payloads (``Content-Type: application/json``)::
+
+    # Slack (and Mattermost, Rocket.Chat, … incoming webhooks)
+    {"text": "■ bookinfo/reviews: rollout f012e7925a-1 rolled back to revision 1 …",
+     "attachments": [{"color": "#a30200", "fallback": <text>, "footer": "canary",
+                      "ts": <epoch seconds of "at">,
+                      "fields": [{"title": "Plan", "value": "bookinfo/reviews", "short": true},
+                                 {"title": "Reason", "value": …, "short": false},
+                                 {"title": "Last check", "value": <verdict, requests, one line
+                                  per metric: value, stable value, bounds>, "short": false},
+                                 …]}]}
+
+    # generic JSON webhook, schema version 1
+    {"version": 1,
+     "id": "<hex; the same on every retry of one notification, to deduplicate>",
+     "event": "rollout.rolled_back",     # one of NOTIFY_EVENTS
+     "level": "info" | "warning",
+     "plan": "bookinfo/reviews", "namespace": "bookinfo", "name": "reviews",
+     "rolloutId": "f012e7925a-1" | null,
+     "phase": "RolledBack" | null,       # the phase after the event
+     "reason": "…" | null,
+     "at": "2025-01-06T09:04:20Z" | null,
+     "summary": "<the one-line text, without Slack markup>",
+     "check": null | {"verdict", "reason", "step", "weight", "window", "canary_requests",
+                      "stable_requests", "at",
+                      "metrics": [{"name", "verdict", "value", "stable_value", "bounds",
+                                   "reason", "critical"?}]},
+     "fields": {<the event's whole flat record, as in the JSON log line>}}
+
+Non-finite numbers become ``null`` and values JSON cannot carry become strings.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import math
+import os
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from email.message import Message
+from pathlib import Path
+from typing import IO, Any, Final, Protocol
+from urllib.parse import urlsplit
+
+import structlog
+
+from canary import events as ev
+
+log = structlog.get_logger("canary")
+
+#: The events a person is told about: a rollout's start and every way it can end or stop.
+NOTIFY_EVENTS: Final[frozenset[str]] = frozenset(
+    {
+        ev.ROLLOUT_STARTED,
+        ev.ROLLOUT_SUCCEEDED,
+        ev.ROLLOUT_PAUSED,
+        ev.ROLLOUT_ROLLED_BACK,
+        ev.ROLLOUT_ROLLBACK_FAILED,
+    }
+)
+#: Check events are not posted; the latest one per plan supplies the numbers of an outcome.
+CHECK_EVENTS: Final[frozenset[str]] = frozenset(
+    {ev.CHECK_PASSED, ev.CHECK_FAILED, ev.CHECK_INCONCLUSIVE, ev.CHECK_ERROR}
+)
+
+#: A webhook answers in well under a second; after 5 s it is in trouble, and the next
+#: notification is waiting behind this one.
+POST_TIMEOUT_SECONDS: Final = 5.0
+#: Two more tries ride out a receiver's restart or a dropped connection; more would hold up
+#: the notifications queued behind this one for news that is getting stale.
+RETRIES: Final = 2
+#: Pause before the first retry, doubled for each further one (1 s, 2 s): one notification
+#: costs at most 3 × 5 s + 3 s before the next one gets its turn.
+BACKOFF_SECONDS: Final = 1.0
+#: The longest pause between tries, even if a 429's Retry-After asks for more: a longer wait
+#: would stall every notification behind this one.
+MAX_DELAY_SECONDS: Final = 10.0
+#: Pending notifications per webhook. A rollout sends a handful (started, maybe paused, one
+#: outcome), so 100 pending means the receiver has been down a long while.
+QUEUE_SIZE: Final = 100
+#: How long ``close()`` waits for pending posts at shutdown: a few posts' worth, well inside
+#: the pod's termination grace period (which is sized for a running helm rollback).
+CLOSE_TIMEOUT_SECONDS: Final = 10.0
+#: Response bytes read before the connection is closed: Slack answers ``ok``; nobody needs more.
+MAX_RESPONSE_BYTES: Final = 64 * 1024
+#: Plans whose latest check is remembered; beyond this (far more plans than one controller
+#: serves) the least recently checked plan is forgotten.
+MAX_REMEMBERED_PLANS: Final = 1000
+#: Version of the generic webhook's payload schema (module docstring); bumped on a breaking change.
+SCHEMA_VERSION: Final = 1
+USER_AGENT: Final = "canary-notify/1"
+
+_ICONS: Final = {
+    ev.ROLLOUT_STARTED: "▶",
+    ev.ROLLOUT_SUCCEEDED: "★",
+    ev.ROLLOUT_PAUSED: "‖",
+    ev.ROLLOUT_ROLLED_BACK: "■",
+    ev.ROLLOUT_ROLLBACK_FAILED: "‼",
+}
+#: Slack attachment colours: blue for news, green for good, amber for "look", red for bad.
+_COLOURS: Final = {
+    ev.ROLLOUT_STARTED: "#439fe0",
+    ev.ROLLOUT_SUCCEEDED: "#2eb886",
+    ev.ROLLOUT_PAUSED: "#daa038",
+    ev.ROLLOUT_ROLLED_BACK: "#a30200",
+    ev.ROLLOUT_ROLLBACK_FAILED: "#a30200",
+}
+
+
+# --- what is posted ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One event to post: its flat record and the compact latest check of its rollout."""
+
+    record: Mapping[str, Any]
+    check: Mapping[str, Any] | None = None
+    #: The same on every retry, so a receiver can drop a duplicate (a post that timed out
+    #: after the receiver had taken it).
+    id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+    @property
+    def event(self) -> str:
+        return str(self.record.get("event", ""))
+
+    @property
+    def plan(self) -> str:
+        return str(self.record.get("plan", ""))
+
+    @property
+    def namespace(self) -> str:
+        return self.plan.partition("/")[0] if "/" in self.plan else ""
+
+    @property
+    def name(self) -> str:
+        return self.plan.partition("/")[2] if "/" in self.plan else self.plan
+
+    @property
+    def summary(self) -> str:
+        return summary(self.record)
+
+
+def compact_check(record: Mapping[str, Any]) -> dict[str, Any]:
+    """A check record's numbers without its PromQL (the log line has that): what a person
+    reads in a notification."""
+    metrics = record.get("metrics")
+    out: dict[str, Any] = {
+        key: record.get(key)
+        for key in (
+            "verdict",
+            "reason",
+            "step",
+            "weight",
+            "window",
+            "canary_requests",
+            "stable_requests",
+            "at",
+        )
+    }
+    out["metrics"] = [
+        {
+            key: m[key]
+            for key in ("name", "verdict", "value", "stable_value", "bounds", "reason", "critical")
+            if key in m
+        }
+        for m in (metrics if isinstance(metrics, list) else [])
+        if isinstance(m, Mapping)
+    ]
+    return out
+
+
+def _num(value: Any) -> str:
+    if value is None:
+        return "no data"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def _weights(value: Any) -> str:
+    """``[stable, canary]`` (how events carry weights) → ``stable 0 % / canary 100 %``."""
+    if isinstance(value, list | tuple) and len(value) == 2:
+        return f"stable {value[0]} % / canary {value[1]} %"
+    return str(value)
+
+
+def summary(record: Mapping[str, Any]) -> str:
+    """One line a person can act on: which rollout, what happened, why, with the numbers."""
+    name = record.get("event")
+    plan = record.get("plan")
+    rid = record.get("rolloutId")
+    who = (f"{plan}: " if plan else "") + (f"rollout {rid}" if rid else "rollout")
+    reason = record.get("reason")
+    why = f": {reason}" if reason else ""
+    rev, base = record.get("revision"), record.get("baseRevision")
+    if name == ev.ROLLOUT_STARTED:
+        parts = []
+        if rev is not None:
+            parts.append(f"revision {rev}" + (f" over stable revision {base}" if base else ""))
+        if record.get("canary"):
+            parts.append(f"canary {record['canary']}")
+        steps = record.get("steps")
+        if isinstance(steps, list) and steps:
+            parts.append("steps " + " → ".join(str(s) for s in steps) + " %")
+        return f"{who} started" + (": " + ", ".join(parts) if parts else "")
+    if name == ev.ROLLOUT_SUCCEEDED:
+        weights = f" with {_weights(record['weights'])}" if record.get("weights") else ""
+        return f"{who} succeeded{weights}{why}"
+    if name == ev.ROLLOUT_PAUSED:
+        kind = f" ({record['kind']})" if record.get("kind") else ""
+        return f"{who} paused{kind}{why}"
+    if name == ev.ROLLOUT_ROLLED_BACK:
+        to = f" to revision {base}" if base is not None else ""
+        now = f" (now revision {rev})" if rev is not None else ""
+        return f"{who} rolled back{to}{now}{why}"
+    if name == ev.ROLLOUT_ROLLBACK_FAILED:
+        return f"{who} rollback FAILED, traffic stays on stable, a human is needed{why}"
+    return f"{who}: {name}{why}"
+
+
+def _check_text(check: Mapping[str, Any]) -> str:
+    head = [str(check.get("verdict") or "?")]
+    if check.get("step") is not None:
+        head.append(f"at step {check['step']} (canary {_num(check.get('weight'))} %)")
+    requests = (
+        f"{_num(check.get('canary_requests'))} canary / "
+        f"{_num(check.get('stable_requests'))} stable requests"
+    )
+    if check.get("window"):
+        requests += f" in {check['window']}"
+    lines = [" ".join(head) + ", " + requests]
+    for m in check.get("metrics") or []:
+        line = f"{m.get('name')} {m.get('verdict')}: canary {_num(m.get('value'))}"
+        if "stable_value" in m:
+            line += f", stable {_num(m.get('stable_value'))}"
+        bounds = m.get("bounds")
+        if isinstance(bounds, Mapping) and bounds:
+            line += " (" + ", ".join(f"{k} {_num(v)}" for k, v in bounds.items()) + ")"
+        if m.get("reason"):
+            line += f" — {m['reason']}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _slack_escape(text: str) -> str:
+    """Slack reads ``<…>`` as links and ``&`` as an entity; reasons contain ``> max 0.01``."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _epoch(at: Any) -> int | None:
+    if not isinstance(at, str):
+        return None
+    try:
+        return int(datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp())
+    except ValueError:
+        return None
+
+
+def slack_payload(note: Notification) -> dict[str, Any]:
+    """A Slack-compatible incoming-webhook message: ``text`` (always) plus one attachment."""
+    r = note.record
+    text = _slack_escape(f"{_ICONS.get(note.event, '•')} {note.summary}")
+    fields: list[dict[str, Any]] = [{"title": "Plan", "value": note.plan, "short": True}]
+
+    def add(title: str, value: Any, short: bool = True) -> None:
+        if value is not None and value != "":
+            fields.append({"title": title, "value": _slack_escape(str(value)), "short": short})
+
+    add("Rollout", r.get("rolloutId"))
+    add("Phase", r.get("phase"))
+    add("Revision", r.get("revision"))
+    add("Base revision", r.get("baseRevision"))
+    if isinstance(r.get("steps"), list):
+        add("Steps", " → ".join(str(s) for s in r["steps"]) + " %")
+    if r.get("weights") is not None:
+        add("Weights", _weights(r["weights"]))
+    add("Pause", r.get("kind"))
+    add("Reason", r.get("reason"), short=False)
+    if note.check is not None:
+        add("Last check", _check_text(note.check), short=False)
+    attachment: dict[str, Any] = {
+        "color": _COLOURS.get(note.event, "#439fe0"),
+        "fallback": text,
+        "footer": "canary",
+        "fields": fields,
+    }
+    ts = _epoch(r.get("at"))
+    if ts is not None:
+        attachment["ts"] = ts
+    return {"text": text, "attachments": [attachment]}
+
+
+def webhook_payload(note: Notification) -> dict[str, Any]:
+    """The generic JSON webhook's payload (schema in the module docstring)."""
+    r = note.record
+    return {
+        "version": SCHEMA_VERSION,
+        "id": note.id,
+        "event": note.event,
+        "level": r.get("level"),
+        "plan": note.plan,
+        "namespace": note.namespace,
+        "name": note.name,
+        "rolloutId": r.get("rolloutId"),
+        "phase": r.get("phase"),
+        "reason": r.get("reason"),
+        "at": r.get("at"),
+        "summary": note.summary,
+        "check": dict(note.check) if note.check is not None else None,
+        "fields": dict(r),
+    }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if value is None or isinstance(value, str | int | bool):
+        return value
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_jsonable(v) for v in value]
+    return str(value)
+
+
+def encode(payload: Mapping[str, Any]) -> bytes:
+    """Strict JSON (no NaN): what a receiver's parser accepts."""
+    return json.dumps(_jsonable(payload), allow_nan=False, ensure_ascii=False).encode("utf-8")
+
+
+# --- where it goes ----------------------------------------------------------------------------
+
+
+class SecretFile:
+    """A value in a mounted Secret file, re-read whenever ``os.stat`` says the file changed.
+
+    ``os.stat`` follows the key's symlink into ``..data/``, so a Kubernetes rotation (a new
+    timestamped directory, then an atomic swap of ``..data``) shows as a new inode. The value
+    never appears in ``repr`` or in an error; only the path does.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._seen: tuple[int, int, int, int] | None = None
+        self._value = ""
+
+    def read(self) -> str:
+        """The current value, stripped; raises ``OSError`` if the file cannot be read."""
+        st = os.stat(self.path)
+        seen = (st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size)
+        if seen != self._seen:
+            # stat first, read second: the value read is at least as new as the stat, so a
+            # swap in between only costs one more read next time.
+            self._value = Path(self.path).read_text(encoding="utf-8").strip()
+            self._seen = seen
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"SecretFile({self.path!r})"
+
+
+@dataclass(frozen=True)
+class Webhook:
+    """One destination: a name for logs, the Secret file holding its URL, its payload shape."""
+
+    name: str
+    url_file: str
+    render: Callable[[Notification], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class DeliveryPolicy:
+    """How hard to try (defaults: the named constants above, with their reasons)."""
+
+    timeout_seconds: float = POST_TIMEOUT_SECONDS
+    retries: int = RETRIES
+    backoff_seconds: float = BACKOFF_SECONDS
+    max_delay_seconds: float = MAX_DELAY_SECONDS
+    queue_size: int = QUEUE_SIZE
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    ok: bool
+    retry: bool = False
+    error: str = ""
+    retry_after: float | None = None
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A webhook that redirects is misconfigured; following it would re-send the payload (or
+    drop it: urllib turns a redirected POST into a GET) somewhere nobody configured."""
+
+    def redirect_request(  # noqa: PLR0917 (urllib's signature)
+        self,
+        req: urllib.request.Request,
+        fp: IO[bytes],
+        code: int,
+        msg: str,
+        headers: Message,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        return None
+
+
+def _describe(exc: BaseException) -> str:
+    """An error's kind and the OS's words for it, never its message: urllib and http.client
+    put the URL into messages (``unknown url type: 'htps://…'``, ``InvalidURL``)."""
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, BaseException):
+        return _describe(exc.reason)
+    if isinstance(exc, OSError) and isinstance(exc.strerror, str) and exc.strerror:
+        return f"{type(exc).__name__}: {exc.strerror}"
+    return type(exc).__name__
+
+
+def _retry_after(headers: Message | None) -> float | None:
+    value = headers.get("Retry-After") if headers is not None else None
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None  # an HTTP date: rare for webhooks; our own backoff applies
+
+
+def _is_http_url(url: str) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    return parts.scheme in ("http", "https") and bool(parts.netloc)
+
+
+def _scrub(text: str, url: str) -> str:
+    """Belt and braces: whatever we log has the URL (and its host/path) replaced."""
+    if not url:
+        return text
+    parts = urlsplit(url)
+    for secret in (url, parts.netloc + parts.path, parts.path, parts.query):
+        if len(secret) > 1:
+            text = text.replace(secret, "<redacted>")
+    return text
+
+
+class _Channel:
+    """One webhook's bounded queue and the daemon thread that posts from it."""
+
+    def __init__(self, hook: Webhook, policy: DeliveryPolicy) -> None:
+        self.hook = hook
+        self.policy = policy
+        self.sent = 0
+        self.failed = 0
+        self.dropped = 0
+        self._url = SecretFile(hook.url_file)
+        self._queue: queue.Queue[Notification | None] = queue.Queue(max(1, policy.queue_size))
+        self._lock = threading.Lock()
+        self._closed = False
+        self._dropping = False
+        self._abandon = threading.Event()
+        self._stop_queued = False
+        self._in_flight = False
+        self._opener = urllib.request.build_opener(_NoRedirects())
+        self._thread = threading.Thread(
+            target=self._run, name=f"canary-notify-{hook.name}", daemon=True
+        )
+        self._thread.start()
+
+    # -- the caller's side: never blocks ------------------------------------------------------
+
+    def offer(self, note: Notification) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            dropped: Notification | None = None
+            while True:
+                try:
+                    self._queue.put_nowait(note)
+                    break
+                except queue.Full:
+                    try:
+                        dropped = self._queue.get_nowait()
+                    except queue.Empty:
+                        continue
+                    self.dropped += 1
+            if dropped is None:
+                self._dropping = False
+            elif not self._dropping:
+                self._dropping = True  # one warning per episode, not one per event
+                log.warning(
+                    "notify.dropped",
+                    target=self.hook.name,
+                    notice=dropped.event,
+                    plan=dropped.plan,
+                    rolloutId=dropped.record.get("rolloutId"),
+                    queue_size=self._queue.maxsize,
+                    dropped_total=self.dropped,
+                    why="the receiver is slow or down; the oldest pending notification goes",
+                )
+
+    def stop(self, deadline: float) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        try:
+            self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+            self._stop_queued = True
+        except queue.Full:
+            self._abandon.set()
+
+    def join(self, deadline: float) -> None:
+        self._thread.join(max(0.0, deadline - time.monotonic()))
+        if self._thread.is_alive():
+            self._abandon.set()
+            log.warning(
+                "notify.unsent",
+                target=self.hook.name,
+                unsent=self._queue.qsize() - self._stop_queued + self._in_flight,
+                why="shutting down; the receiver did not take the pending notifications in time",
+            )
+
+    # -- the worker's side ---------------------------------------------------------------------
+
+    def _run(self) -> None:
+        while True:
+            note = self._queue.get()
+            if note is None or self._abandon.is_set():
+                return
+            self._in_flight = True
+            try:
+                self._deliver(note)
+            except Exception as exc:  # the worker must outlive any one notification
+                self.failed += 1
+                with contextlib.suppress(Exception):
+                    self._fail(note, f"unexpected {type(exc).__name__}", attempts=0)
+            finally:
+                self._in_flight = False
+
+    def _deliver(self, note: Notification) -> None:
+        try:
+            url = self._url.read()
+        except (OSError, UnicodeDecodeError) as exc:
+            self.failed += 1
+            self._fail(note, f"cannot read the URL file: {_describe(exc)}", attempts=0)
+            return
+        if not _is_http_url(url):
+            self.failed += 1
+            self._fail(note, "the URL file does not hold an http(s) URL", attempts=0)
+            return
+        body = encode(self.hook.render(note))
+        delay = self.policy.backoff_seconds
+        for attempt in range(1, self.policy.retries + 2):
+            if self._abandon.is_set():
+                return
+            result = self._post(url, body, note)
+            if result.ok:
+                self.sent += 1
+                log.debug("notify.sent", target=self.hook.name, notice=note.event, plan=note.plan)
+                return
+            if not result.retry or attempt > self.policy.retries:
+                self.failed += 1
+                self._fail(note, _scrub(result.error, url), attempts=attempt)
+                return
+            pause = min(max(delay, result.retry_after or 0.0), self.policy.max_delay_seconds)
+            if self._abandon.wait(pause):
+                return
+            delay *= 2
+
+    def _post(self, url: str, body: bytes, note: Notification) -> _Attempt:
+        headers = {
+            "Content-Type": "application/json; charset=utf-8",
+            "User-Agent": USER_AGENT,
+            "X-Canary-Event": note.event,
+            "X-Canary-Delivery": note.id,
+        }
+        try:
+            request = urllib.request.Request(url, data=body, method="POST", headers=headers)
+            with self._opener.open(request, timeout=self.policy.timeout_seconds) as response:
+                response.read(MAX_RESPONSE_BYTES)
+            return _Attempt(ok=True)
+        except urllib.error.HTTPError as exc:
+            code = exc.code
+            wait = _retry_after(exc.headers)
+            exc.close()
+            retry = code == 429 or code >= 500
+            return _Attempt(False, retry=retry, error=f"HTTP {code}", retry_after=wait)
+        except (OSError, http.client.HTTPException) as exc:  # URLError, timeouts, resets
+            return _Attempt(False, retry=True, error=_describe(exc))
+        except ValueError:  # a malformed URL; its message would quote it
+            return _Attempt(False, retry=False, error="the URL is malformed")
+
+    def _fail(self, note: Notification, error: str, attempts: int) -> None:
+        log.warning(
+            "notify.failed",
+            target=self.hook.name,
+            url_file=self.hook.url_file,
+            notice=note.event,
+            plan=note.plan,
+            rolloutId=note.record.get("rolloutId"),
+            attempts=attempts,
+            error=error,
+        )
+
+
+# --- the listener -----------------------------------------------------------------------------
+
+
+class Notifications(Protocol):
+    """What the daemon holds: an emitter listener it closes at shutdown."""
+
+    def __call__(self, record: Mapping[str, Any]) -> None: ...
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None: ...
+
+
+class NullNotifier:
+    """No webhook configured: listens and posts nothing."""
+
+    sent = failed = dropped = 0
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        return None
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        return None
+
+
+class Notifier:
+    """Posts :data:`NOTIFY_EVENTS` to each webhook; an :data:`canary.events.Listener`."""
+
+    def __init__(self, webhooks: Sequence[Webhook], policy: DeliveryPolicy | None = None) -> None:
+        self.policy = policy or DeliveryPolicy()
+        self._channels = [_Channel(hook, self.policy) for hook in webhooks]
+        self._checks: dict[str, Mapping[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, record: Mapping[str, Any]) -> None:
+        """Queue the record if it is news; returns at once and never raises."""
+        try:
+            name = record.get("event")
+            if name in CHECK_EVENTS:
+                self._remember(record)
+            elif name in NOTIFY_EVENTS:
+                note = Notification(dict(record), self._check_for(record))
+                for channel in self._channels:
+                    channel.offer(note)
+        except Exception as exc:  # a notification must never break the tick that emitted it
+            with contextlib.suppress(Exception):
+                log.warning("notify.failed", error=f"cannot queue: {_describe(exc)}")
+
+    def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
+        """Post what is pending (up to ``timeout`` seconds, all webhooks together), then stop.
+        Later calls post nothing."""
+        deadline = time.monotonic() + max(0.0, timeout)
+        for channel in self._channels:
+            channel.stop(deadline)
+        for channel in self._channels:
+            channel.join(deadline)
+
+    @property
+    def sent(self) -> int:
+        return sum(c.sent for c in self._channels)
+
+    @property
+    def failed(self) -> int:
+        return sum(c.failed for c in self._channels)
+
+    @property
+    def dropped(self) -> int:
+        return sum(c.dropped for c in self._channels)
+
+    def __repr__(self) -> str:
+        hooks = ", ".join(f"{c.hook.name}={c.hook.url_file!r}" for c in self._channels)
+        return f"Notifier({hooks})"
+
+    def _remember(self, record: Mapping[str, Any]) -> None:
+        plan = str(record.get("plan", ""))
+        entry = {"rolloutId": record.get("rolloutId"), **compact_check(record)}
+        with self._lock:
+            self._checks.pop(plan, None)
+            self._checks[plan] = entry
+            while len(self._checks) > MAX_REMEMBERED_PLANS:
+                del self._checks[next(iter(self._checks))]
+
+    def _check_for(self, record: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        with self._lock:
+            entry = self._checks.get(str(record.get("plan", "")))
+        rid = record.get("rolloutId")
+        if entry is None or rid is None or entry.get("rolloutId") != rid:
+            return None
+        return {k: v for k, v in entry.items() if k != "rolloutId"}
+
+
+def notifier_from_files(
+    slack_file: str | None,
+    webhook_file: str | None,
+    policy: DeliveryPolicy | None = None,
+) -> Notifications:
+    """A notifier for the webhooks whose URL files are given (empty or ``None``: not used);
+    a :class:`NullNotifier` when there are none. Files are read when posting, not here: a
+    Secret mounted later, or rotated, is picked up."""
+    hooks = []
+    if slack_file:
+        hooks.append(Webhook("slack", slack_file, slack_payload))
+    if webhook_file:
+        hooks.append(Webhook("webhook", webhook_file, webhook_payload))
+    if not hooks:
+        return NullNotifier()
+    return Notifier(hooks, policy)
