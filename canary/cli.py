@@ -18,7 +18,8 @@ from typing import Any, TextIO
 from canary import __version__, exitcodes
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
 from canary.analysis import CheckResult, evaluate
-from canary.errors import PlanError
+from canary.config import add_common_flags, load_config
+from canary.errors import ConfigError, PlanError
 from canary.events import configure_logging
 from canary.model import MetricsSample, Verdict, Weights
 from canary.plan import MetricType, Plan, format_duration, load_plan_files, parse_duration
@@ -288,6 +289,28 @@ def cmd_demo(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 # -- parser -----------------------------------------------------------------------------------
 
 
+def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`canary run`: build the daemon from flags, environment and config file; serve until
+    SIGTERM. Exit 2 on a configuration error (every problem listed), else 0 after a clean stop."""
+    off = args.log_format == "off"
+    if off:
+        args.log_format = None  # "off" is the CLI's, not a controller setting
+    try:
+        config = load_config(args, os.environ, require=["prometheusUrl"])
+    except ConfigError as exc:
+        print(f"canary run: invalid configuration:\n{exc}", file=err)
+        return exitcodes.USAGE
+    configure_logging("off" if off else config.log_format, stream=err)
+    from canary.daemon import Daemon  # noqa: PLC0415 - the kubernetes client loads only here
+
+    try:
+        daemon = Daemon(config)
+    except ConfigError as exc:  # e.g. no kubeconfig and not in a cluster
+        print(f"canary run: {exc}", file=err)
+        return exitcodes.USAGE
+    return daemon.run()
+
+
 def _duration(text: str) -> timedelta:
     try:
         return parse_duration(text)
@@ -374,6 +397,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="simulated time between controller ticks",
     )
     p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser(
+        "run",
+        help="the controller daemon (in-cluster Deployment)",
+        description="Run the controller: serve the plans in --plans, step traffic, judge it in "
+        "Prometheus, roll back with helm. Every flag is also CANARY_<FLAG> and a key of "
+        "--config; precedence: flag > environment > config file > default.",
+    )
+    add_common_flags(p, exclude=["--log-format"], daemon=True)
+    p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="a good and a bad release on the simulator, no cluster")
     p.add_argument("--plan", default=None, help="plan file (default: config/plans/reviews.yaml)")

@@ -99,6 +99,9 @@ class Controller:
     #: leader election: asked before every tick and every write; None = always act (one
     #: process, the simulator). Losing the lease stops all acting at once (DESIGN §4).
     leader: Callable[[], bool] | None = None
+    #: called with the plan key when a helm rollback run by ``runner`` ended (the daemon ticks
+    #: that plan at once to confirm it, rather than at its next interval)
+    on_rollback_done: Callable[[str], None] | None = None
 
     def _may_act(self) -> bool:
         return self.leader is None or self.leader()
@@ -247,11 +250,13 @@ class Controller:
                 # keep the metrics sample: it was taken for this rollout and step
                 fresh.observation = _with(fresh.observation, metrics=seen.observation.metrics)
                 seen = fresh
-        self._emit(plan, decision)
         if decision.state.phase is not Phase.ROLLING_BACK:
             self.jobs.pop(plan.key, None)
         if decision.start_rollback is not None and self._may_act():
+            # helm first, then the log lines and Events: nothing stands between the weight
+            # write and the rollback (with a runner, helm is already running in its worker)
             self._rollback(plan, decision.start_rollback)
+        self._emit(plan, decision)
         if self.on_decision is not None:
             self.on_decision(plan, decision)
         return decision
@@ -296,6 +301,8 @@ class Controller:
             except Exception as exc:  # a bug in the release port: a failed attempt, said so
                 job = RollbackJob(revision=revision, ok=False, error=f"{type(exc).__name__}: {exc}")
             self.jobs[key] = job
+            if self.runner is not None and self.on_rollback_done is not None:
+                self.on_rollback_done(key)
 
         if self.runner is None:
             run()

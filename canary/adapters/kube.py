@@ -15,6 +15,7 @@ import json
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -35,10 +36,14 @@ from canary.errors import (
 from canary.model import Event, WorkloadStatus
 from canary.templates import template_hash
 
-#: client-go's defaults: 5 requests/s sustained, bursts of 10. A controller serving a few
-#: dozen rollouts stays far below; a bug that loops on the API server is slowed, not amplified.
-DEFAULT_QPS = 5.0
-DEFAULT_BURST = 10
+#: Sustained requests/s and burst of the control path. Each tick of a plan reads its
+#: VirtualService, two Deployments and helm's Secrets and may write once (~5 requests): 50
+#: rollouts ticking every 30 s need ~8/s, and a burst of breaches must not queue behind checks.
+#: client-go's 5/10 is sized for informer-based controllers; kubectl uses 50/100. A bug that
+#: loops on the API server is still slowed, not amplified. Kubernetes Events use their own client
+#: (:class:`BackgroundEventSink`) so they never take from this budget.
+DEFAULT_QPS = 20.0
+DEFAULT_BURST = 40
 #: Per-request timeout (connect, read): a hung API server must not stall a tick.
 DEFAULT_REQUEST_TIMEOUT = (5.0, 15.0)
 #: urllib3 retries only a failed connect, once: a read timeout is not retried (urllib3's default
@@ -360,3 +365,51 @@ class KubeEventSink:
         with self._lock:
             self._recent[fold] = (str(created.metadata.name), 1, now)
             self.posted += 1
+
+
+#: Events waiting to be posted; beyond this the oldest are dropped (the log line has them all).
+EVENT_QUEUE_SIZE = 1000
+
+
+class BackgroundEventSink:
+    """An EventSink that posts from its own thread: a tick never waits for an Event (on the way
+    to a rollback, the helm call must not queue behind Event posts). ``close`` posts what is
+    queued, within a deadline. Never raises, never blocks."""
+
+    def __init__(self, inner: KubeEventSink, queue_size: int = EVENT_QUEUE_SIZE) -> None:
+        self.inner = inner
+        self._queue: deque[tuple[str, str, Event]] = deque(maxlen=queue_size)
+        self._wake = threading.Condition()
+        self._closing = False
+        self.dropped = 0
+        self._thread = threading.Thread(target=self._run, name="canary-events", daemon=True)
+        self._thread.start()
+
+    def register(self, namespace: str, plan: str, vs_name: str, api_version: str) -> None:
+        self.inner.register(namespace, plan, vs_name, api_version)
+
+    def post(self, namespace: str, plan: str, event: Event) -> None:
+        with self._wake:
+            if self._closing:
+                return
+            if len(self._queue) == self._queue.maxlen:
+                self.dropped += 1
+            self._queue.append((namespace, plan, event))
+            self._wake.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._closing:
+                    self._wake.wait()
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+            self.inner.post(*item)
+
+    def close(self, timeout: float) -> None:
+        """Post what is queued (up to ``timeout`` seconds), then stop."""
+        with self._wake:
+            self._closing = True
+            self._wake.notify()
+        self._thread.join(timeout)

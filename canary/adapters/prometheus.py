@@ -38,7 +38,7 @@ from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
 from canary import queries
-from canary.errors import ConfigError, UnavailableError
+from canary.errors import CanaryError, ConfigError, UnavailableError
 from canary.model import MetricsSample, MetricValue
 from canary.plan import MetricType
 from canary.ports import CheckRequest
@@ -193,6 +193,16 @@ class PrometheusSource:
         if not isinstance(result, list):
             raise UnavailableError(f"unexpected answer from Prometheus: {str(result)[:200]}")
         return result
+
+    def ping(self, at: datetime) -> str:
+        """ "" when Prometheus answers a trivial query with our credentials, else why not (the
+        daemon's /readyz). One cheap query; never raises."""
+        try:
+            self._authorise()
+            self.query("vector(1)", at)
+        except CanaryError as exc:
+            return str(exc)
+        return ""
 
     # -- the port ----------------------------------------------------------------------------
 

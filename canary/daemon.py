@@ -1,0 +1,499 @@
+"""``canary run``: the in-cluster daemon (DESIGN §3–§7, §9; issue 6).
+
+It wires the ports to their adapters and keeps the controller ticking:
+
+* **Plans** come from a directory (:class:`canary.plansource.PlanSource`), polled every
+  :data:`PLAN_POLL` and reconciled into the controller's ``plans`` / ``invalid`` / ``deleted``;
+  a bad plan is reported (log line + Kubernetes Event) and every other plan keeps running.
+* **Scheduling** (APScheduler 3): one interval job per plan, ``max_instances=1`` and
+  ``coalesce=True``, whose interval follows the rollout's phase (:func:`cadence`); a watch on
+  the plans' Deployments and VirtualServices, and the end of a helm rollback, run a plan's job
+  at once. Jobs due together are gathered by :class:`TickBatcher` into one
+  ``Controller.tick(keys)``, so their checks go to Prometheus as one batch (DESIGN §3).
+  Missed and overlapping runs are logged. Helm runs in its own pool, so a slow helm never holds
+  a tick; a slow Prometheus costs at most its query timeout per batch.
+* **Leadership** (:class:`canary.adapters.lease.LeaderElector` on its own thread): every tick,
+  write and helm call asks it first; a standby ticks as a no-op and stays ready.
+* **HTTP** on ``--port``: ``/healthz``, ``/readyz``, ``/metrics`` (:mod:`canary.health`,
+  :mod:`canary.telemetry`).
+* **SIGTERM / SIGINT**: no new tick starts, the tick in flight finishes, a running helm is
+  waited for (never killed, DESIGN §7), the lease is released, and the process exits 0. With no
+  helm running this takes well under :data:`SHUTDOWN_BUDGET`.
+
+The daemon never writes anything itself: every change to the cluster goes through
+``Controller.tick`` (one request per rollout, weights and state together), so stopping at any
+point leaves no half-written state.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import structlog
+from apscheduler.events import (
+    EVENT_JOB_ERROR,
+    EVENT_JOB_MAX_INSTANCES,
+    EVENT_JOB_MISSED,
+    JobExecutionEvent,
+    JobSubmissionEvent,
+)
+from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
+from apscheduler.jobstores.base import JobLookupError
+from apscheduler.schedulers.background import BackgroundScheduler
+
+from canary import events as ev
+from canary.adapters.helm import HelmReleases
+from canary.adapters.helmstore import SecretHistory
+from canary.adapters.istio import IstioRouter
+from canary.adapters.kube import BackgroundEventSink, KubeEventSink, KubeWorkloads, connect
+from canary.adapters.lease import LeaderElector
+from canary.adapters.notify import Notifications, notifier_from_files
+from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
+from canary.adapters.watch import Interest, Watcher
+from canary.config import ControllerConfig
+from canary.controller import Controller, Ports
+from canary.events import Emitter
+from canary.health import HealthServer
+from canary.model import Decision, Event, Phase, RolloutState
+from canary.plan import Plan, ReleaseRef
+from canary.plansource import NO_PLANS, PlanSource, Update, reconcile
+from canary.ports import Clock, ReleaseManager, SystemClock
+from canary.telemetry import Telemetry
+
+log = structlog.get_logger("canary")
+
+#: How often the plans directory is checked for a change (a few stat calls). The kubelet
+#: refreshes a mounted ConfigMap within about a minute; 2 s adds nothing noticeable to that.
+PLAN_POLL = timedelta(seconds=2)
+#: A plan at rest (Idle, RolledBack, RollbackFailed, Succeeded) is still looked at this often:
+#: the watch brings changes within a second, this catches whatever a watch can miss.
+IDLE_INTERVAL = timedelta(seconds=30)
+#: Pending, Finalising and RollingBack wait on the cluster (pods, helm) rather than on metrics:
+#: look every 2 s, the lease's retry period, whatever the analysis interval.
+BUSY_INTERVAL = timedelta(seconds=2)
+#: Threads running ticks. Ticks of one batch run in one thread; more threads let a second batch
+#: (another plan's interval) proceed while one waits on a slow API or Prometheus.
+TICK_WORKERS = 4
+#: Concurrent helm rollbacks. Each is a process waiting on `--wait`; a breach of many rollouts
+#: at once should not queue one release's rollback behind another's.
+HELM_WORKERS = 4
+#: Jobs that fall due within this long of each other share one tick (one Prometheus batch).
+GATHER = 0.05
+#: A job that could not run within this long of its time is skipped (and logged), not run late:
+#: the next one comes soon enough, and coalescing runs only one anyway.
+MISFIRE_GRACE = 30
+#: /healthz reports the loop wedged when no tick completed for this long (several idle
+#: intervals: a healthy daemon completes one every few seconds).
+WEDGED_AFTER = timedelta(minutes=3)
+#: How long /readyz trusts the last Prometheus probe (one trivial query).
+PROBE_TTL = 10.0
+#: SIGTERM with no helm running: done well within this (the tick in flight is bounded by the
+#: API and Prometheus timeouts).
+SHUTDOWN_BUDGET = 10.0
+#: A job asked to run while its previous run is still going is skipped (coalesced); that is
+#: logged at most this often per job, with the number skipped.
+OVERLAP_LOG_EVERY = 60.0
+#: Time the notifier gets to flush on shutdown (it never delays a rollback, nor an exit much).
+NOTIFY_FLUSH = 2.0
+
+_AT_REST = frozenset({Phase.IDLE, Phase.ROLLED_BACK, Phase.ROLLBACK_FAILED, Phase.SUCCEEDED})
+_BUSY = frozenset({Phase.PENDING, Phase.FINALISING, Phase.ROLLING_BACK})
+
+
+def cadence(plan: Plan, state: RolloutState | None) -> timedelta:
+    """How often a plan's job runs, by phase: the analysis interval while checks are due,
+    :data:`BUSY_INTERVAL` while waiting on the cluster, :data:`IDLE_INTERVAL` at rest."""
+    if state is None or state.phase in _AT_REST:
+        return IDLE_INTERVAL
+    if state.phase in _BUSY:
+        return min(BUSY_INTERVAL, plan.analysis.interval)
+    return plan.analysis.interval
+
+
+def identity() -> str:
+    """This replica's name in the Lease: the pod name (the Downward API's ``POD_NAME``, else
+    the hostname, which is the pod name in Kubernetes) plus a random suffix, so a restarted
+    container never mistakes the previous one's lease for its own."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:6]}"
+
+
+class TickBatcher:
+    """Gathers tick requests that arrive together into one ``tick(keys)``.
+
+    :meth:`request` blocks until a tick that included the key has completed and returns that
+    tick's decisions. One batch runs at a time; requests arriving meanwhile form the next.
+    """
+
+    def __init__(
+        self, tick: Callable[[list[str]], Mapping[str, Decision]], gather: float = GATHER
+    ) -> None:
+        self._tick = tick
+        self._gather = gather
+        self._cond = threading.Condition()
+        self._pending: set[str] = set()
+        self._next = 1  # the batch the next request joins
+        self._done = 0  # the last batch completed
+        self._running = False
+        self._results: dict[int, Mapping[str, Decision]] = {}
+
+    def request(self, key: str) -> Mapping[str, Decision]:
+        with self._cond:
+            self._pending.add(key)
+            mine = self._next
+            while self._done < mine:
+                if not self._running:
+                    self._running = True
+                    break
+                self._cond.wait()
+            else:
+                return self._results.get(mine, {})
+        time.sleep(self._gather)  # let the other jobs due now join this batch
+        with self._cond:
+            keys = sorted(self._pending)
+            self._pending.clear()
+            batch = self._next
+            self._next += 1
+        decisions: Mapping[str, Decision] = {}
+        try:
+            decisions = self._tick(keys)
+        finally:
+            with self._cond:
+                self._results = {batch: decisions}  # only the latest is ever asked for
+                self._done = batch
+                self._running = False
+                self._cond.notify_all()
+        return decisions
+
+
+class TimedReleases:
+    """The release port with every helm rollback timed for ``/metrics``."""
+
+    def __init__(self, inner: ReleaseManager, telemetry: Telemetry) -> None:
+        self._inner = inner
+        self._telemetry = telemetry
+
+    def history(self, release: ReleaseRef) -> Any:
+        return self._inner.history(release)
+
+    def rollback(self, release: ReleaseRef, revision: int, timeout: timedelta) -> None:
+        started = time.monotonic()
+        ok = False
+        try:
+            self._inner.rollback(release, revision, timeout)
+            ok = True
+        finally:
+            self._telemetry.helm_call("rollback", time.monotonic() - started, ok)
+
+
+class Daemon:
+    """One replica of the controller. :meth:`run` blocks until SIGTERM/SIGINT or :meth:`stop`."""
+
+    def __init__(
+        self,
+        config: ControllerConfig,
+        *,
+        clock: Clock | None = None,
+        host: str = "0.0.0.0",  # a pod serves its probes on its own IP
+        name: str | None = None,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or SystemClock()
+        self.identity = name or identity()
+        self._stop = threading.Event()
+        self._stopping = False
+        self._was_leader = False
+        self._probe: tuple[float, str] = (0.0, "not probed yet")
+        self._probe_lock = threading.Lock()
+        self._overlaps: dict[str, tuple[float, int]] = {}
+        self._loaded = False
+        self.update: Update = NO_PLANS
+        self.telemetry = Telemetry()
+        self.notifier: Notifications = notifier_from_files(
+            config.notifications.slack_webhook_file, config.notifications.webhook_file
+        )
+        self.api = connect(config.kubeconfig, config.context)
+        self.router = IstioRouter(self.api)
+        # Events have a client (and rate limit) of their own and post from their own thread
+        self.sink = BackgroundEventSink(KubeEventSink(connect(config.kubeconfig, config.context)))
+        self.prometheus = PrometheusSource(
+            PrometheusConfig(
+                url=config.prometheus_url,
+                bearer_token_file=config.prometheus_auth.bearer_token_file,
+                username=config.prometheus_auth.username,
+                password_file=config.prometheus_auth.password_file,
+                ca_file=config.prometheus_auth.ca_file,
+            )
+        )
+        helm = HelmReleases(
+            config.helm_binary, kube_context=config.context, kubeconfig=config.kubeconfig
+        )
+        releases = TimedReleases(SecretHistory(self.api, helm), self.telemetry)
+        self.elector = LeaderElector(
+            self.api,
+            name=config.lease.name,
+            namespace=config.lease.namespace,
+            identity=self.identity,
+            lease_duration=config.lease.duration,
+            renew_deadline=config.lease.renew_deadline,
+            retry_period=config.lease.retry_period,
+        )
+        self.helm_pool = ThreadPoolExecutor(HELM_WORKERS, thread_name_prefix="canary-helm")
+        self.controller = Controller(
+            ports=Ports(
+                router=self.router,
+                workloads=KubeWorkloads(self.api),
+                metrics=self.prometheus,
+                releases=releases,
+                clock=self.clock,
+            ),
+            emitter=Emitter(self.sink, listeners=[self.telemetry, self.notifier]),
+            scrape_interval=config.scrape_interval,
+            runner=self.helm_pool,
+            leader=lambda: self.elector.is_leader,
+            on_rollback_done=self.trigger,
+        )
+        self.batcher = TickBatcher(self._tick_batch)
+        self.plans = PlanSource(config.plans)
+        self.watcher = Watcher(self.api, self._on_change)
+        self.scheduler = BackgroundScheduler(
+            executors={"default": JobPool(TICK_WORKERS)},
+            job_defaults={
+                "coalesce": True,
+                "max_instances": 1,
+                "misfire_grace_time": MISFIRE_GRACE,
+            },
+            timezone=UTC,
+        )
+        self.scheduler.add_listener(
+            self._on_job_trouble, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR
+        )
+        self.health = HealthServer(
+            host, config.port, self.telemetry.registry, ready=self.ready, alive=self.alive
+        )
+        self._elector_thread = threading.Thread(
+            target=self.elector.run, args=(self._stop,), name="canary-lease", daemon=True
+        )
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def start(self) -> None:
+        log.info("daemon.started", identity=self.identity, config=self.config.describe())
+        self.health.start()
+        self.reload_plans()
+        self._elector_thread.start()
+        self.watcher.start()
+        self.scheduler.add_job(
+            self.reload_plans,
+            "interval",
+            seconds=PLAN_POLL.total_seconds(),
+            id="plans",
+            name="reload plans",
+        )
+        self.scheduler.start()
+
+    def run(self) -> int:
+        """Start, serve until told to stop, shut down cleanly. The process's exit code."""
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                signal.signal(sig, self._on_signal)
+            # `kill -USR1` dumps every thread's stack to stderr: what a wedged daemon is doing
+            faulthandler.register(signal.SIGUSR1, all_threads=True)
+        # APScheduler logs skipped runs itself, as plain text; we log them as events instead
+        logging.getLogger("apscheduler").setLevel(logging.ERROR)
+        self.start()
+        while not self._stop.wait(0.5):
+            self._watch_leadership()
+        self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _on_signal(self, signum: int, _frame: Any) -> None:
+        log.info("daemon.stopping", signal=signal.Signals(signum).name)
+        self._stop.set()
+
+    def shutdown(self) -> None:
+        """Start no new work, finish the tick in flight, wait for helm, release the lease."""
+        self._stopping = True
+        self._stop.set()
+        started = time.monotonic()
+        with contextlib.suppress(Exception):
+            self.scheduler.shutdown(wait=True)  # the tick in flight finishes
+        self.watcher.stop()
+        running = [k for k, job in self.controller.jobs.items() if job.running]
+        if running:
+            log.info("daemon.waiting_for_helm", plans=running)
+        self.helm_pool.shutdown(wait=True)  # a running helm is never killed (DESIGN §7)
+        self._elector_thread.join(timeout=SHUTDOWN_BUDGET)  # releases the lease on its way out
+        self.notifier.close(NOTIFY_FLUSH)
+        self.sink.close(NOTIFY_FLUSH)
+        self.health.stop()
+        log.info("daemon.stopped", seconds=round(time.monotonic() - started, 3))
+
+    def _watch_leadership(self) -> None:
+        leader = self.elector.is_leader
+        if leader != self._was_leader:
+            self._was_leader = leader
+            log.info(
+                "leader.acquired" if leader else "leader.lost",
+                identity=self.identity,
+                lease=f"{self.config.lease.namespace}/{self.config.lease.name}",
+            )
+            if leader:
+                self.trigger(*self.controller.plans, *self.controller.deleted)
+
+    # -- plans -------------------------------------------------------------------------------
+
+    def reload_plans(self) -> None:
+        """Poll the plans directory; apply a change to the controller, the watch and the jobs."""
+        loaded = self.plans.poll()
+        if loaded is None:
+            return
+        update = reconcile(self.update, loaded)
+        update.apply(self.controller)
+        self.update = update
+        self._loaded = True
+        if update.has_changes:
+            log.info("plans.loaded", directory=self.config.plans, **update.changes())
+        for key in update.invalidated:
+            ns, _, name = key.partition("/")
+            error = update.invalid.get(key) or update.rejected.get(key, "")
+            self.controller.emitter.emit(
+                ns, name, Event(ev.PLAN_INVALID, fields={"error": error}, warning=True)
+            )
+        self._sync_plans()
+
+    def _served(self) -> dict[str, Plan]:
+        return {**self.controller.deleted, **self.controller.plans}
+
+    def _sync_plans(self) -> None:
+        served = self._served()
+        watched = [p for p in served.values() if self._in_scope(p)]
+        for plan in watched:
+            with contextlib.suppress(Exception):  # discovery may be down: the default applies
+                self.sink.register(
+                    plan.namespace, plan.name, plan.virtual_service.name, self.router.version
+                )
+        self.watcher.set_interests([Interest.of(p) for p in watched])
+        for plan in watched:
+            job_id = f"tick:{plan.key}"
+            if self.scheduler.get_job(job_id) is None:
+                self.scheduler.add_job(
+                    self._tick_job,
+                    "interval",
+                    args=[plan.key],
+                    seconds=IDLE_INTERVAL.total_seconds(),
+                    id=job_id,
+                    name=f"tick {plan.key}",
+                    next_run_time=datetime.now(UTC),
+                )
+        keys = {p.key for p in watched}
+        for job in self.scheduler.get_jobs():
+            if job.id.startswith("tick:") and job.id.removeprefix("tick:") not in keys:
+                job.remove()
+                self.telemetry.forget(job.id.removeprefix("tick:"))
+
+    def _in_scope(self, plan: Plan) -> bool:
+        namespaces = self.config.namespaces
+        return not namespaces or plan.namespace in namespaces
+
+    # -- ticks -------------------------------------------------------------------------------
+
+    def trigger(self, *keys: str) -> None:
+        """Run these plans' jobs now (a watch event, a helm rollback that ended)."""
+        if self._stopping:
+            return
+        now = datetime.now(UTC)
+        for key in keys:
+            with contextlib.suppress(JobLookupError):
+                self.scheduler.modify_job(f"tick:{key}", next_run_time=now)
+
+    def _on_change(self, keys: Iterable[str], reason: str) -> None:
+        self.trigger(*keys)
+
+    def _tick_job(self, key: str) -> None:
+        if self._stopping:
+            return
+        decisions = self.batcher.request(key)
+        decision = decisions.get(key)
+        if decision is None:
+            return
+        self._after_tick(key, decision)
+
+    def _tick_batch(self, keys: list[str]) -> Mapping[str, Decision]:
+        if self._stopping:
+            return {}
+        try:
+            return self.controller.tick(keys)
+        finally:
+            self.telemetry.tick_completed()
+
+    def _after_tick(self, key: str, decision: Decision) -> None:
+        state = decision.state
+        self.telemetry.observe_state(key, state)
+        if key in self.controller.deleted and state.phase is Phase.IDLE and not decision.changed:
+            # a deleted plan's traffic is on stable and its state at rest: stop serving it
+            self.controller.deleted.pop(key, None)
+            log.info("plan.released", plan=key)
+            self._sync_plans()
+            return
+        plan = self._served().get(key)
+        job = self.scheduler.get_job(f"tick:{key}")
+        if plan is None or job is None:
+            return
+        wanted = cadence(plan, state).total_seconds()
+        if getattr(job.trigger, "interval", None) != timedelta(seconds=wanted):
+            self.scheduler.reschedule_job(job.id, trigger="interval", seconds=wanted)
+
+    def _on_job_trouble(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
+        if event.code == EVENT_JOB_MISSED:
+            log.warning("tick.missed", job=event.job_id, due=str(event.scheduled_run_time))
+        elif event.code == EVENT_JOB_MAX_INSTANCES:
+            # a watch event or helm's end asked for a run while one was going: routine when it
+            # happens now and then; logged once per job per OVERLAP_LOG_EVERY with a count
+            now = time.monotonic()
+            last, count = self._overlaps.get(event.job_id, (0.0, 0))
+            if now - last >= OVERLAP_LOG_EVERY:
+                log.info("tick.overlap", job=event.job_id, skipped=count + 1)
+                self._overlaps[event.job_id] = (now, 0)
+            else:
+                self._overlaps[event.job_id] = (last, count + 1)
+        elif isinstance(event, JobExecutionEvent) and event.exception is not None:
+            log.error("tick.crashed", job=event.job_id, error=repr(event.exception))
+
+    # -- health ------------------------------------------------------------------------------
+
+    def alive(self) -> bool:
+        return self.telemetry.tick_age() < WEDGED_AFTER.total_seconds()
+
+    def ready(self) -> tuple[bool, Mapping[str, str]]:
+        checks = {
+            "config": "loaded" if self._loaded else "plans not loaded yet",
+            "kubernetes": self.elector.last_error or "ok",
+            "prometheus": self._prometheus_probe() or "ok",
+            "role": "leader" if self.elector.is_leader else "standby",
+        }
+        ok = self._loaded and not self.elector.last_error and checks["prometheus"] == "ok"
+        return ok, checks
+
+    def _prometheus_probe(self) -> str:
+        with self._probe_lock:
+            at, error = self._probe
+            if time.monotonic() - at < PROBE_TTL:
+                return error
+            error = self.prometheus.ping(self.clock.now())
+            self._probe = (time.monotonic(), error)
+            return error
