@@ -190,6 +190,17 @@ class Controller:
             except ValueError as exc:
                 command_error = f"canary.dev/command is unreadable: {exc}"
         ns = plan.namespace
+        # The history before the Deployments: a revision helm shows as deployed has its objects
+        # applied already, so a canary = stable seen after it belongs to that revision (read the
+        # other way round, a helm upgrade landing in between would become the base).
+        release, release_error = None, ""
+        try:
+            release = self.ports.releases.history(plan.release)
+        except Exception as exc:
+            # Never freeze a rollout on it: checks, breaches and the move to stable go on;
+            # only what needs the history (the base, helm) waits.
+            what = str(exc) if isinstance(exc, CanaryError) else f"{type(exc).__name__}: {exc}"
+            release_error = f"helm history of {plan.release.namespace}/{plan.release.name}: {what}"
         obs = Observation(
             stable=self.ports.workloads.status(ns, plan.workloads.stable),
             canary=self.ports.workloads.status(ns, plan.workloads.canary),
@@ -198,7 +209,8 @@ class Controller:
             state_lost=lost,
             command=command,
             command_error=command_error,
-            release=self.ports.releases.history(plan.release),
+            release=release,
+            release_error=release_error,
             rollback_job=self.jobs.get(key),
             plan_error=self.invalid.get(key, ""),
             plan_deleted=key in self.deleted,
@@ -255,7 +267,8 @@ class Controller:
         if decision.start_rollback is not None and self._may_act():
             # helm first, then the log lines and Events: nothing stands between the weight
             # write and the rollback (with a runner, helm is already running in its worker)
-            self._rollback(plan, decision.start_rollback)
+            rb = decision.state.rollback
+            self._rollback(plan, decision.start_rollback, rb.attempts if rb else 0)
         self._emit(plan, decision)
         if self.on_decision is not None:
             self.on_decision(plan, decision)
@@ -283,7 +296,7 @@ class Controller:
                 plan.namespace, plan.name, event, at=at, phase=decision.state.phase.value
             )
 
-    def _rollback(self, plan: Plan, revision: int) -> None:
+    def _rollback(self, plan: Plan, revision: int, attempt: int) -> None:
         """Run helm after the weights reached stable (the write above succeeded).
 
         Without a ``runner`` (the simulator) helm runs inline; with one (the daemon) it runs in
@@ -295,11 +308,13 @@ class Controller:
         def run() -> None:
             try:
                 self.ports.releases.rollback(plan.release, revision, plan.rollback.timeout)
-                job = RollbackJob(revision=revision, ok=True)
+                job = RollbackJob(revision=revision, ok=True, attempt=attempt)
             except HelmError as exc:
-                job = RollbackJob(revision=revision, ok=False, error=str(exc))
+                job = RollbackJob(revision=revision, error=str(exc), attempt=attempt)
             except Exception as exc:  # a bug in the release port: a failed attempt, said so
-                job = RollbackJob(revision=revision, ok=False, error=f"{type(exc).__name__}: {exc}")
+                job = RollbackJob(
+                    revision=revision, error=f"{type(exc).__name__}: {exc}", attempt=attempt
+                )
             self.jobs[key] = job
             if self.runner is not None and self.on_rollback_done is not None:
                 self.on_rollback_done(key)
@@ -307,8 +322,13 @@ class Controller:
         if self.runner is None:
             run()
             return
-        self.jobs[key] = RollbackJob(revision=revision, running=True)
-        self.runner.submit(run)
+        self.jobs[key] = RollbackJob(revision=revision, running=True, attempt=attempt)
+        try:
+            self.runner.submit(run)
+        except Exception as exc:  # pool shut down, no thread to be had: a failed attempt
+            self.jobs[key] = RollbackJob(
+                revision=revision, error=f"could not start helm: {exc}", attempt=attempt
+            )
 
 
 def _iso(at: datetime) -> str:

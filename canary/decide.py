@@ -59,6 +59,12 @@ FULL_CANARY = Weights.canary_at(100)
 _SUPERSEDABLE = ACTIVE_PHASES - {Phase.ROLLING_BACK}
 
 
+#: How long past ``rollback.timeout`` our rollback's revision may stay ``pending-*`` before we
+#: stop waiting for helm to settle it: the helm adapter waits for helm for timeout + 60 s, so
+#: after this no helm of ours can still be running.
+ROLLBACK_PENDING_GRACE = timedelta(minutes=2)
+
+
 def rollback_backoff(attempts: int) -> timedelta:
     """Delay before helm attempt ``attempts + 1``."""
     return min(ROLLBACK_BACKOFF * (1 << max(attempts - 1, 0)), ROLLBACK_BACKOFF_MAX)
@@ -692,7 +698,10 @@ def _rolling_back(t: _Tick) -> None:
     rel = obs.release
     if rel is None:
         return
+    rb = s.rollback or RollbackProgress(limit=t.plan.rollback.retries)
     job = obs.rollback_job
+    if job is not None and not job.running and job.attempt and job.attempt != rb.attempts:
+        job = None  # an earlier attempt's outcome says nothing about this one
     base = s.base_revision
     deployed = rel.deployed
     # Revisions after the one that brought the canary (after the base, if that is unknown).
@@ -708,18 +717,31 @@ def _rolling_back(t: _Tick) -> None:
     # a newer canary (neither ours nor stable) is what tells it apart from the canary's own.
     new_canary = obs.canary_differs and obs.canary.template_hash != s.canary_hash
     moved_on = newer and (s.revision is not None or new_canary)
-    rb = s.rollback or RollbackProgress(limit=t.plan.rollback.retries)
     if ours and deployed is not None and not rel.pending and not (job and job.running):
         since = rb.started_at or s.step_started_at or t.now
-        if obs.canary_differs and t.now - since < t.plan.rollback.timeout:
-            # DESIGN §4: confirmed once the live canary equals stable again. Give the
-            # Deployment up to the rollback timeout to get there, then confirm with a note.
-            t.alert_once(
-                ev.ROLLBACK_WAITING,
-                f"revision {deployed.number} is deployed; waiting for the canary Deployment "
-                "to equal stable again",
-                key="rollback.canary",
+        if obs.canary_differs:
+            # DESIGN §4: confirmed once the live canary equals stable again. The Deployment
+            # gets up to the rollback timeout to get there; after that the rollback did not do
+            # what it is for (the base's canary is not stable's): a human decides.
+            if t.now - since < t.plan.rollback.timeout:
+                t.alert_once(
+                    ev.ROLLBACK_WAITING,
+                    f"revision {deployed.number} is deployed; waiting for the canary "
+                    "Deployment to equal stable again",
+                    key="rollback.canary",
+                )
+                return
+            reason = (
+                f"helm rolled back to {base} (revision {deployed.number}) but the canary "
+                f"Deployment still differs from stable {_secs(t.plan.rollback.timeout)} later; "
+                "traffic stays on stable"
             )
+            t.update(
+                phase=Phase.ROLLBACK_FAILED,
+                rollback_revision=deployed.number,
+                last=_end(t, Outcome.ROLLBACK_FAILED, reason),
+            )
+            t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason=reason)
             return
         t.emit(
             ev.ROLLBACK_HELM_SUCCEEDED,
@@ -728,8 +750,6 @@ def _rolling_back(t: _Tick) -> None:
             confirmedFrom="helm exit 0 and history" if job and job.ok else "history",
         )
         reason = s.reason
-        if obs.canary_differs:
-            reason += "; note: canary still differs from stable after the rollback"
         t.update(
             phase=Phase.ROLLED_BACK,
             rollback_revision=deployed.number,
@@ -745,7 +765,29 @@ def _rolling_back(t: _Tick) -> None:
             t.update(phase=Phase.IDLE, spec=None, reason="")
             _record_base(t)
         return
-    if rel.pending or (job is not None and job.running):
+    latest = rel.latest
+    running = job is not None and job.running
+    if (
+        rel.pending
+        and not running
+        and base is not None
+        and latest is not None
+        and latest.description == rollback_description(base)
+        and rb.started_at is not None
+        and t.now - rb.started_at > t.plan.rollback.timeout + ROLLBACK_PENDING_GRACE
+    ):
+        # Our rollback's revision is still pending long after any helm could be running: helm
+        # died with its controller, or a hook failed. Helm will not settle it by itself.
+        reason = (
+            f"release {t.plan.release.name} revision {latest.number} is still "
+            f"{latest.status.value} {_secs(t.plan.rollback.timeout + ROLLBACK_PENDING_GRACE)} "
+            f"after the rollback started; settle it (e.g. helm rollback "
+            f"{t.plan.release.name} {base}), then `canary abort` retries"
+        )
+        t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, reason))
+        t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason=reason)
+        return
+    if rel.pending or running:
         busy = (
             f"release {t.plan.release.name} is {rel.latest.status.value if rel.latest else 'busy'}"
             if rel.pending
@@ -760,7 +802,7 @@ def _rolling_back(t: _Tick) -> None:
         t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, "no base"))
         t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason="no base revision to roll back to")
         return
-    interrupted = False
+    resumed = False
     if rb.attempts > rb.failures:
         started = rb.started_at or t.now
         if job is not None and job.ok and t.now - started < t.plan.rollback.timeout:
@@ -773,40 +815,44 @@ def _rolling_back(t: _Tick) -> None:
                 key="rollback.history",
             )
             return
-        if job is not None and not job.ok:
-            error = job.error or "helm rollback failed"
-        elif job is None:
+        if job is None:
             # Not this process's attempt (it restarted, or the lease moved) and the history
-            # shows no trace of it: helm never recorded a revision. Nothing is running, so try
-            # again at once; the attempt still counts towards rollback.retries.
-            interrupted = True
-            error = (
-                "the previous attempt left no trace in the release history (the controller "
-                "stopped before helm recorded it)"
-            )
+            # shows no trace of it: helm never recorded a revision, nothing is running. That
+            # attempt never happened: run it now (no backoff; it does not count as a failure).
+            resumed = True
+            rb = replace(rb, attempts=rb.attempts - 1)
         else:
-            error = (
-                f"no deployed revision described '{rollback_description(base)}' after the attempt"
-            )
-        rb = replace(rb, failures=rb.attempts, error=error, failed_at=t.now)
-        t.update(rollback=rb)
-        t.emit(ev.ROLLBACK_HELM_FAILED, warning=True, attempt=rb.attempts, error=error)
-        if rb.failures >= rb.limit:
-            reason = f"helm rollback to {base} failed {rb.failures} times: {error}"
-            t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, reason))
-            t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason=reason)
-            return
-    if interrupted or rb.failed_at is None or t.now >= rb.failed_at + rollback_backoff(rb.attempts):
+            if not job.ok:
+                error = job.error or "helm rollback failed"
+            else:
+                error = (
+                    f"no deployed revision described '{rollback_description(base)}' "
+                    "after the attempt"
+                )
+            rb = replace(rb, failures=rb.attempts, error=error, failed_at=t.now)
+            t.update(rollback=rb)
+            t.emit(ev.ROLLBACK_HELM_FAILED, warning=True, attempt=rb.attempts, error=error)
+            if rb.failures >= rb.limit:
+                reason = f"helm rollback to {base} failed {rb.failures} times: {error}"
+                t.update(phase=Phase.ROLLBACK_FAILED, last=_end(t, Outcome.ROLLBACK_FAILED, reason))
+                t.emit(ev.ROLLOUT_ROLLBACK_FAILED, warning=True, reason=reason)
+                return
+    if resumed or rb.failed_at is None or t.now >= rb.failed_at + rollback_backoff(rb.attempts):
         rb = replace(rb, attempts=rb.attempts + 1, started_at=t.now)
         t.update(rollback=rb)
         t.rollback_rev = base
-        t.emit(
-            ev.ROLLBACK_HELM_STARTED,
-            release=t.plan.release.name,
-            revision=base,
-            attempt=rb.attempts,
-            timeout=_secs(t.plan.rollback.timeout),
-        )
+        fields: dict[str, Any] = {
+            "release": t.plan.release.name,
+            "revision": base,
+            "attempt": rb.attempts,
+            "timeout": _secs(t.plan.rollback.timeout),
+        }
+        if resumed:
+            fields["resumed"] = (
+                "the previous attempt left no trace in the release history (the controller "
+                "stopped before helm recorded it)"
+            )
+        t.emit(ev.ROLLBACK_HELM_STARTED, **fields)
 
 
 def _rolled_back(t: _Tick) -> None:
@@ -941,6 +987,8 @@ def _run(t: _Tick, no_state: bool) -> None:
     if obs.route_error:
         t.alert_once(ev.ROUTE_INVALID, obs.route_error, key=f"route:{obs.route_error}")
         return
+    if obs.release_error:
+        t.alert_once(ev.RELEASE_UNREADABLE, obs.release_error, key="release.unreadable")
     if obs.plan_deleted and _deleted(t):
         return
     if _invalid(t):

@@ -55,6 +55,7 @@ ROUTE_INVALID: Final = "route.invalid"
 TICK_FAILED: Final = "tick.failed"
 CANARY_UNAVAILABLE: Final = "canary.unavailable"
 RELEASE_PENDING: Final = "release.pending"
+RELEASE_UNREADABLE: Final = "release.unreadable"
 
 #: Every event name canary may emit; a test checks that code only emits these.
 CATALOG: Final[frozenset[str]] = frozenset(

@@ -287,6 +287,9 @@ class RollbackJob:
     running: bool = False
     ok: bool = False
     error: str = ""
+    #: which rollback attempt (RollbackProgress.attempts) this job is: an older attempt's
+    #: outcome is never taken for the current one's
+    attempt: int = 0
 
 
 @dataclass(frozen=True)
@@ -301,6 +304,7 @@ class Observation:
     command: Command | None = None
     command_error: str = ""  # canary.dev/command was set but unreadable: drop it, say why
     release: ReleaseInfo | None = None
+    release_error: str = ""  # why the release history could not be read (release is None)
     metrics: MetricsSample | None = None
     rollback_job: RollbackJob | None = None
     plan_error: str = ""  # the plan is invalid: pause with traffic on stable

@@ -209,3 +209,52 @@ def test_helm_runs_in_a_worker_and_never_blocks_a_tick() -> None:
     state = current_state(world)
     assert state is not None and state.phase is Phase.ROLLED_BACK
     assert len(world.cluster.helm_calls) == 1
+
+
+def test_a_history_that_cannot_be_read_still_lets_a_breach_go_to_stable() -> None:
+    """helm history (its Secrets) forbidden: checks, the breach and the move to stable go on;
+    only helm waits, with one `release.unreadable` alert (review of issue 5)."""
+    from canary.errors import ForbiddenError
+    from canary.sim import SCENARIOS
+
+    world = SimWorld.create(reviews(), SCENARIOS["bad-errors"])
+    ctrl = controller_for(world)
+    ctrl.tick()
+    world.release_canary()
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.PROGRESSING)
+    real = world.releases.history
+
+    def forbidden(release: ReleaseRef) -> object:
+        raise ForbiddenError("secrets is forbidden: cannot list resource secrets")
+
+    world.releases.history = forbidden  # type: ignore[assignment,method-assign]
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLING_BACK)
+    assert world.router.read(world.plan).weights == ALL_STABLE
+    assert world.cluster.helm_calls == []
+    names = world.events.names()
+    assert names.count("release.unreadable") == 1
+    assert "tick.failed" not in names
+    world.releases.history = real  # type: ignore[method-assign]
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLED_BACK)
+    assert len(world.cluster.helm_calls) == 1
+
+
+def test_a_runner_that_cannot_start_helm_is_a_failed_attempt_not_a_hang() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from canary.sim import SCENARIOS
+
+    world = SimWorld.create(reviews(), SCENARIOS["bad-errors"])
+    pool = ThreadPoolExecutor(max_workers=1)
+    pool.shutdown()  # submit raises RuntimeError from now on
+    ctrl = controller_for(world)
+    ctrl.runner = pool
+    ctrl.tick()
+    world.release_canary()
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLING_BACK)
+    world.advance(timedelta(seconds=5))
+    ctrl.tick()
+    failed = [e for e in world.events.posted if e[2].name == "rollback.helm_failed"]
+    assert failed and "could not start helm" in failed[0][2].fields["error"]
+    state = current_state(world)
+    assert state is not None and state.rollback is not None and state.rollback.failures == 1

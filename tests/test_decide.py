@@ -21,7 +21,14 @@ from hypothesis import strategies as st
 
 from canary import events as ev
 from canary.analysis import check_window
-from canary.decide import DRIFT_LIMIT, decide, plan_in_force, wants_check
+from canary.decide import (
+    DRIFT_LIMIT,
+    ROLLBACK_PENDING_GRACE,
+    decide,
+    plan_in_force,
+    rollback_description,
+    wants_check,
+)
 from canary.model import (
     ALL_STABLE,
     CommandName,
@@ -33,6 +40,7 @@ from canary.model import (
     PauseKind,
     Phase,
     RevisionStatus,
+    RollbackJob,
     RollbackProgress,
     RolloutState,
     Weights,
@@ -1241,27 +1249,69 @@ def test_confirmation_from_history_alone_after_a_restart() -> None:
     assert d.start_rollback is None
 
 
-def test_an_attempt_that_left_no_trace_is_retried_at_once_after_a_restart() -> None:
+def test_an_attempt_that_left_no_trace_is_run_again_at_once_after_a_restart() -> None:
     """The controller stopped between persisting helm_started and helm recording anything: the
     new process has no job and the history shows neither a pending nor a rollback revision.
-    Nothing is running, so it tries again now (no backoff); the attempt still counts."""
+    That attempt never ran: it runs now, with no backoff, and is no failure."""
     state = rolling_back(attempts=1, started_at=T0)
     d = run(state, observe(release=release_at()), MIN)
-    assert names(d) == (ev.ROLLBACK_HELM_FAILED, ev.ROLLBACK_HELM_STARTED)
-    assert "left no trace" in d.events[0].fields["error"]
+    assert names(d) == (ev.ROLLBACK_HELM_STARTED,)
+    assert "left no trace" in d.events[0].fields["resumed"]
     assert d.start_rollback == BASE_REV
+    assert d.state.rollback is not None
+    assert (d.state.rollback.attempts, d.state.rollback.failures) == (1, 0)
+
+
+def test_interrupted_attempts_do_not_use_up_the_retries() -> None:
+    """With `retries: 1`, a crash before helm ran must not end in RollbackFailed with helm
+    never run."""
+    state = rolling_back(rollback=RollbackProgress(attempts=1, limit=1, started_at=T0))
+    d = run(state, observe(release=release_at()), MIN)
+    assert d.state.phase is Phase.ROLLING_BACK
+    assert d.start_rollback == BASE_REV
+
+
+def test_an_earlier_attempts_failure_is_not_charged_to_the_current_one() -> None:
+    """The lease moved between a write and helm: the job left from attempt 1 says nothing
+    about attempt 2, which never ran here."""
+    state = rolling_back(attempts=2, failures=1, started_at=T0)
+    stale = RollbackJob(revision=BASE_REV, error="boom", attempt=1)
+    d = run(state, observe(release=release_at(), rollback_job=stale), MIN)
+    assert names(d) == (ev.ROLLBACK_HELM_STARTED,)
     assert d.state.rollback is not None
     assert (d.state.rollback.attempts, d.state.rollback.failures) == (2, 1)
 
 
-def test_interrupted_attempts_still_end_in_rollback_failed() -> None:
-    """A controller that keeps dying at that point does not retry forever."""
-    retries = PLAN.rollback.retries
-    state = rolling_back(attempts=retries, failures=retries - 1, started_at=T0)
-    d = run(state, observe(release=release_at()), MIN)
-    assert names(d) == (ev.ROLLBACK_HELM_FAILED, ev.ROLLOUT_ROLLBACK_FAILED)
+def test_our_rollback_stuck_pending_ends_in_rollback_failed() -> None:
+    """helm died mid-rollback (or a hook failed): its revision stays pending-rollback forever.
+    Past the timeout and the grace no helm of ours can be running: a human must settle it."""
+    pending_rev = rev(CANARY_REV + 1, "pending-rollback", rollback_description(BASE_REV))
+    stuck = release_at(CANARY_REV, pending_rev)
+    state = rolling_back(attempts=1, started_at=T0)
+    waiting = run(state, observe(release=stuck), PLAN.rollback.timeout)
+    assert waiting.state.phase is Phase.ROLLING_BACK
+    assert waiting.start_rollback is None
+    d = run(state, observe(release=stuck), PLAN.rollback.timeout + ROLLBACK_PENDING_GRACE + MIN)
     assert d.state.phase is Phase.ROLLBACK_FAILED
+    assert d.state.last is not None and "pending-rollback" in d.state.last.reason
     assert d.start_rollback is None
+
+
+def test_a_history_that_cannot_be_read_never_freezes_a_breach() -> None:
+    """helm history forbidden or down: the breach still takes traffic to stable; helm waits."""
+    state = progressing(0, fails=1)
+    unreadable = Observation(
+        **{
+            **observe(live=AT_10, metrics=failing()).__dict__,
+            "release": None,
+            "release_error": "forbidden: list secrets",
+        }
+    )
+    d = run(state, unreadable, MIN)
+    assert d.state.phase is Phase.ROLLING_BACK
+    assert d.weights == weights(100, 0)
+    assert d.start_rollback is None
+    assert ev.RELEASE_UNREADABLE in names(d)
 
 
 def test_a_rollback_to_another_revision_is_not_ours() -> None:
@@ -1280,8 +1330,8 @@ def test_a_rollback_to_another_revision_is_not_ours() -> None:
 
 def test_rollback_is_not_confirmed_while_the_canary_still_differs() -> None:
     """DESIGN §4: confirmed once the live canary equals stable again. The Deployment gets up to
-    the rollback timeout to get there; after that the rollback is confirmed with a note rather
-    than waiting forever (docs/decisions.md: a base whose canary differed from stable)."""
+    the rollback timeout to get there; after that the rollback did not do what it is for (the
+    base's canary is not stable's): RollbackFailed, traffic on stable, a human decides."""
     state = rolling_back(attempts=1, started_at=T0)
     differs = observe(canary=CANARY_HASH, release=rolled_back_release(), rollback_job=job())
     d = run(state, differs, MIN)
@@ -1291,8 +1341,10 @@ def test_rollback_is_not_confirmed_while_the_canary_still_differs() -> None:
     still = run(d.state, differs, 2 * MIN)
     assert names(still) == () and not still.changed
     late = run(d.state, differs, PLAN.rollback.timeout)
-    assert late.state.phase is Phase.ROLLED_BACK
+    assert late.state.phase is Phase.ROLLBACK_FAILED
+    assert names(late) == (ev.ROLLOUT_ROLLBACK_FAILED,)
     assert late.state.last is not None and "still differs" in late.state.last.reason
+    assert late.state.last.outcome is Outcome.ROLLBACK_FAILED
 
 
 def test_rollback_of_a_rollout_with_unknown_revision_is_confirmed() -> None:

@@ -17,7 +17,7 @@ from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
 from canary.plan import ReleaseRef
 from tests.support.fakehelm import FakeHelm
-from tests.support.kubeapi import MERGE_PATCH, KubeApiServer
+from tests.support.kubeapi import STRATEGIC_MERGE_PATCH, KubeApiServer
 from tests.test_kube_adapters import available
 
 pytest.importorskip("helm_python")
@@ -101,7 +101,7 @@ def test_a_rollback_patches_only_what_the_chart_changed(
         ("PUT", "secrets", "sh.helm.release.v1.reviews.v3"),
     ]
     writes = kubeapi.requests.writes(resource="deployments")
-    assert writes[0].content_type == MERGE_PATCH
+    assert writes[0].content_type == STRATEGIC_MERGE_PATCH  # a built-in type, as helm 3
     assert writes[0].status == 200
     assert writes[0].body == {
         "spec": {

@@ -90,15 +90,50 @@ def test_helm_timing_out_is_a_helm_error(helm: FakeHelm) -> None:
 def test_a_rollback_outliving_its_timeout_is_left_running_never_killed(helm: FakeHelm) -> None:
     helm.set(slow_seconds=2)
     r = releases(helm, rollback_grace=timedelta(seconds=0))
-    # helm's own --timeout is 1 s, but a slow (not hanging) helm keeps going past it here
+    # We wait --timeout (1 s) plus a grace of 0 for helm; the fake waits its whole --timeout
+    # after starting up, so it is still running when we stop waiting.
     with pytest.raises(HelmError, match="left running"):
         r.rollback(REL, 2, timedelta(seconds=1))
     process = r.running[("bookinfo", "reviews")]
     assert process.poll() is None  # still running: we stopped waiting, we did not kill it
+    # one breach, one helm: no second rollback while that one is still going
+    with pytest.raises(HelmError, match="still running; not starting another"):
+        r.rollback(REL, 2, timedelta(seconds=1))
+    assert len(helm.calls("rollback")) == 1
     deadline = time.monotonic() + 10
     while process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert process.returncode is not None
+    assert process.returncode is not None  # it ended by itself
+    helm.set(slow_seconds=0)
+    r.rollback(REL, 2, timedelta(seconds=5))  # once it has ended, a new attempt may run
+    assert len(helm.calls("rollback")) == 2
+    assert ("bookinfo", "reviews") not in r.running
+
+
+def test_helm_environment_reaches_helm(helm: FakeHelm) -> None:
+    """HELM_* (and the rest of the environment) pass through to the helm process."""
+    r = HelmReleases(
+        helm.binary, env={**helm.env, "HELM_NAMESPACE": "ignored", "HELM_DEBUG": "false"}
+    )
+    r.history(REL)
+    r.rollback(REL, 2, timedelta(seconds=5))
+    for call in helm.state()["calls"]:
+        assert call["env"] == {"HELM_NAMESPACE": "ignored", "HELM_DEBUG": "false"}
+    # --namespace on the argv wins over HELM_NAMESPACE, as in helm
+    assert helm.calls("rollback")[0][3:5] == ["--namespace", "bookinfo"]
+
+
+def test_a_history_read_during_a_rollback_is_not_cached(helm: FakeHelm) -> None:
+    """A history read that overlaps a rollback must not pin the pre-rollback history."""
+    clock = [100.0]
+    r = releases(helm, history_ttl=timedelta(seconds=60), clock=lambda: clock[0])
+    before = r.history(REL)
+    r._changed(("bookinfo", "reviews"))  # a rollback started (or ended) meanwhile
+    assert r.history(REL) == before  # fresh read, same content...
+    r.rollback(REL, 2, timedelta(seconds=5))
+    after = r.history(REL)
+    assert after != before and after.deployed is not None
+    assert after.deployed.description == rollback_description(2)
 
 
 def test_an_unknown_release_is_not_found(helm: FakeHelm) -> None:

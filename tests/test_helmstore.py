@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import base64
 from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from canary.adapters.helmstore import SecretHistory, decode_release, encode_release
-from canary.errors import NotFoundError
+from canary.errors import ConfigError, ForbiddenError, NotFoundError
 from canary.model import RevisionStatus
 from canary.plan import ReleaseRef
 from tests.support.kubeapi import KubeApiServer
@@ -101,3 +102,25 @@ def test_rollback_goes_to_the_helm_binary(store: tuple[SecretHistory, NoRollback
 def test_release_encoding_round_trips() -> None:
     doc = {"info": {"description": "Rollback to 7"}}
     assert decode_release(encode_release(doc)) == doc
+
+
+def test_a_secret_that_cannot_be_decoded_makes_the_history_unreadable(
+    kubeapi: KubeApiServer, store: tuple[SecretHistory, NoRollback]
+) -> None:
+    """Never a guess: a garbled revision could be our own rollback read as "moved on"."""
+    broken = helm_secret("reviews", 2, "deployed", "Rollback to 1")
+    broken["data"]["release"] = base64.b64encode(b"not gzip, not json").decode()
+    kubeapi.put_object(broken)
+    history, _ = store
+    with pytest.raises(ConfigError, match=r"sh\.helm\.release\.v1\.reviews\.v2 cannot be decoded"):
+        history.history(REL)
+
+
+def test_a_forbidden_list_names_the_verb_and_the_resource(
+    kubeapi: KubeApiServer, store: tuple[SecretHistory, NoRollback]
+) -> None:
+    kubeapi.deny("list", "", "secrets", namespace="bookinfo")
+    history, _ = store
+    with pytest.raises(ForbiddenError, match="list") as caught:
+        history.history(REL)
+    assert "secrets" in str(caught.value)

@@ -117,6 +117,7 @@ class HelmReleases:
         self.rollback_grace = rollback_grace
         self._clock = clock
         self._cache: dict[tuple[str, str], tuple[float, ReleaseInfo]] = {}
+        self._generations: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         #: rollbacks we stopped waiting for (still running, never killed), by release
         self.running: dict[tuple[str, str], subprocess.Popen[str]] = {}
@@ -130,6 +131,7 @@ class HelmReleases:
         now = self._clock()
         with self._lock:
             cached = self._cache.get(key)
+            generation = self._generations.get(key, 0)
         if cached is not None and now - cached[0] < self.history_ttl.total_seconds():
             return cached[1]
         argv = self._argv("history", release.name, "--namespace", release.namespace, "-o", "json")
@@ -158,8 +160,16 @@ class HelmReleases:
             raise HelmError(f"helm history {release.name} exited {done.returncode}", stderr)
         info = parse_history(done.stdout)
         with self._lock:
-            self._cache[key] = (now, info)
+            # a rollback that started or ended while we read makes this answer stale: not cached
+            if self._generations.get(key, 0) == generation:
+                self._cache[key] = (now, info)
         return info
+
+    def _changed(self, key: tuple[str, str]) -> None:
+        """The release is changing (a rollback starts or ends): forget what we read of it."""
+        with self._lock:
+            self._cache.pop(key, None)
+            self._generations[key] = self._generations.get(key, 0) + 1
 
     def rollback(self, release: ReleaseRef, revision: int, timeout: timedelta) -> None:
         """`helm rollback`; returns when helm exited 0. Raises HelmError otherwise, or if helm
@@ -168,8 +178,16 @@ class HelmReleases:
         if revision < 1:
             raise ConfigError(f"refusing to roll back to revision {revision}: name it exactly")
         key = (release.namespace, release.name)
-        with self._lock:
-            self._cache.pop(key, None)
+        previous = self.running.get(key)
+        if previous is not None:
+            if previous.poll() is None:
+                # one breach, one helm at a time: the one we stopped waiting for is still going
+                raise HelmError(
+                    f"helm rollback {release.name} started earlier (pid {previous.pid}) is still "
+                    "running; not starting another"
+                )
+            del self.running[key]  # it ended (and is reaped): its outcome is in the history
+        self._changed(key)
         argv = self.rollback_argv(release, revision, timeout)
         try:
             process = subprocess.Popen(  # an argv list we built, never a shell
@@ -191,8 +209,7 @@ class HelmReleases:
                 f"{go_duration(timeout + self.rollback_grace)}; left running"
             ) from None
         finally:
-            with self._lock:
-                self._cache.pop(key, None)
+            self._changed(key)
         if process.returncode != 0:
             raise HelmError(
                 f"helm rollback {release.name} {revision} exited {process.returncode}",

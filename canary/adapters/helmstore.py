@@ -20,7 +20,7 @@ from typing import Any
 from kubernetes import client
 
 from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, call
-from canary.errors import NotFoundError
+from canary.errors import ConfigError, NotFoundError
 from canary.model import ReleaseInfo, Revision, RevisionStatus
 from canary.plan import ReleaseRef
 from canary.ports import ReleaseManager
@@ -61,8 +61,13 @@ def _revision(secret: Mapping[str, Any]) -> Revision | None:
     if raw:
         try:
             description = str((decode_release(raw).get("info") or {}).get("description", ""))
-        except (ValueError, OSError):
-            description = ""
+        except (ValueError, OSError, EOFError) as exc:
+            # Never guess: an unreadable description could be our own "Rollback to N" read as
+            # a release that moved on. The history is unreadable until the Secret is fixed.
+            name = (secret.get("metadata") or {}).get("name", f"revision {number}")
+            raise ConfigError(
+                f"helm's release Secret {name} cannot be decoded ({type(exc).__name__}: {exc})"
+            ) from None
     return Revision(number, status, description)
 
 
