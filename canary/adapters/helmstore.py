@@ -46,16 +46,23 @@ def encode_release(release: Mapping[str, Any]) -> str:
     return base64.b64encode(inner).decode()
 
 
-def _revision(secret: Mapping[str, Any]) -> Revision | None:
+def _labelled(secret: Mapping[str, Any]) -> tuple[int, RevisionStatus] | None:
     labels = (secret.get("metadata") or {}).get("labels") or {}
     try:
         number = int(labels.get("version", ""))
     except ValueError:
         return None
     try:
-        status = RevisionStatus(str(labels.get("status", "unknown")))
+        return number, RevisionStatus(str(labels.get("status", "unknown")))
     except ValueError:
-        status = RevisionStatus.UNKNOWN
+        return number, RevisionStatus.UNKNOWN
+
+
+def _revision(secret: Mapping[str, Any]) -> Revision | None:
+    labelled = _labelled(secret)
+    if labelled is None:
+        return None
+    number, status = labelled
     description = ""
     raw = (secret.get("data") or {}).get("release")
     if raw:
@@ -72,7 +79,9 @@ def _revision(secret: Mapping[str, Any]) -> Revision | None:
 
 
 class SecretHistory:
-    """ReleaseManager: history from helm's Secrets (one list call), rollback by ``delegate``
+    """ReleaseManager: history from helm's Secrets (one list call), rollback by ``delegate``.
+    Every revision's number and status; the description of the deployed and the newest only
+    (the ones decide reads), so a tick gunzips two releases, not the whole history.
     (the helm binary: :class:`canary.adapters.helm.HelmReleases`)."""
 
     def __init__(self, api: client.ApiClient, delegate: ReleaseManager) -> None:
@@ -91,7 +100,17 @@ class SecretHistory:
             what=f"secrets in {release.namespace} (helm release {release.name})",
         )
         items = self._api.sanitize_for_serialization(found).get("items") or []  # type: ignore[no-untyped-call]
-        revisions = [r for r in (_revision(s) for s in items) if r is not None]
+        # Decisions read the description of the deployed and the newest revision only: decode
+        # (gunzip) just those two; the others' number and status are in their labels.
+        labelled = [(lab, s) for s, lab in ((s, _labelled(s)) for s in items) if lab is not None]
+        deployed = [lab[0] for lab, _ in labelled if lab[1] is RevisionStatus.DEPLOYED]
+        wanted = {max(lab[0] for lab, _ in labelled)} if labelled else set()
+        if deployed:
+            wanted.add(max(deployed))
+        revisions: list[Revision] = []
+        for (number, status), secret in labelled:
+            full = _revision(secret) if number in wanted else None
+            revisions.append(full or Revision(number, status, ""))
         if not revisions:
             raise NotFoundError(f"helm release {release.namespace}/{release.name} not found")
         return ReleaseInfo(tuple(sorted(revisions, key=lambda r: r.number)))
