@@ -308,7 +308,11 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ConfigError as exc:  # e.g. no kubeconfig and not in a cluster
         print(f"canary run: {exc}", file=err)
         return exitcodes.USAGE
-    return daemon.run()
+    try:
+        return daemon.run()
+    except ConfigError as exc:  # found while starting (the port is taken)
+        print(f"canary run: {exc}", file=err)
+        return exitcodes.USAGE
 
 
 def _duration(text: str) -> timedelta:
@@ -406,6 +410,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--config; precedence: flag > environment > config file > default.",
     )
     add_common_flags(p, exclude=["--log-format"], daemon=True)
+    p.add_argument(  # also accepted after `run` (DESIGN §5 lists it among the common flags)
+        "--log-format",
+        choices=["json", "console", "off"],
+        default=argparse.SUPPRESS,
+        help="log output on stderr (env CANARY_LOG_FORMAT, config logFormat)",
+    )
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="a good and a bad release on the simulator, no cluster")

@@ -64,6 +64,7 @@ from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
 from canary.adapters.watch import Interest, Watcher
 from canary.config import ControllerConfig
 from canary.controller import Controller, Ports
+from canary.errors import ConfigError
 from canary.events import Emitter
 from canary.health import HealthServer
 from canary.model import Decision, Event, Phase, RolloutState
@@ -91,6 +92,8 @@ TICK_WORKERS = 4
 HELM_WORKERS = 4
 #: Jobs that fall due within this long of each other share one tick (one Prometheus batch).
 GATHER = 0.05
+#: Results of this many recent batches are kept for waiters that wake late.
+KEPT_BATCHES = 8
 #: A job that could not run within this long of its time is skipped (and logged), not run late:
 #: the next one comes soon enough, and coalescing runs only one anyway.
 MISFIRE_GRACE = 30
@@ -170,7 +173,9 @@ class TickBatcher:
             decisions = self._tick(keys)
         finally:
             with self._cond:
-                self._results = {batch: decisions}  # only the latest is ever asked for
+                self._results[batch] = decisions
+                for old in [b for b in self._results if b < batch - KEPT_BATCHES]:
+                    del self._results[old]  # every waiter of those has woken long ago
                 self._done = batch
                 self._running = False
                 self._cond.notify_all()
@@ -282,15 +287,23 @@ class Daemon:
         self.health = HealthServer(
             host, config.port, self.telemetry.registry, ready=self.ready, alive=self.alive
         )
+        # The lease has its own stop: it is released last, after helm and the tick in flight,
+        # so no standby acts while this replica's helm still runs.
+        self._lease_stop = threading.Event()
         self._elector_thread = threading.Thread(
-            target=self.elector.run, args=(self._stop,), name="canary-lease", daemon=True
+            target=self.elector.run, args=(self._lease_stop,), name="canary-lease", daemon=True
         )
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
         log.info("daemon.started", identity=self.identity, config=self.config.describe())
-        self.health.start()
+        try:
+            self.health.start()
+        except OSError as exc:  # the port is taken: nothing else has started yet
+            raise ConfigError(
+                f"cannot serve /healthz, /readyz and /metrics on port {self.config.port}: {exc}"
+            ) from None
         self.reload_plans()
         self._elector_thread.start()
         self.watcher.start()
@@ -305,17 +318,22 @@ class Daemon:
 
     def run(self) -> int:
         """Start, serve until told to stop, shut down cleanly. The process's exit code."""
+        previous: dict[int, Any] = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
-                signal.signal(sig, self._on_signal)
+                previous[sig] = signal.signal(sig, self._on_signal)
             # `kill -USR1` dumps every thread's stack to stderr: what a wedged daemon is doing
             faulthandler.register(signal.SIGUSR1, all_threads=True)
-        # APScheduler logs skipped runs itself, as plain text; we log them as events instead
+        # APScheduler logs skipped runs itself; we log them as events instead
         logging.getLogger("apscheduler").setLevel(logging.ERROR)
-        self.start()
-        while not self._stop.wait(0.5):
-            self._watch_leadership()
-        self.shutdown()
+        try:
+            self.start()
+            while not self._stop.wait(0.5):
+                self._watch_leadership()
+            self.shutdown()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
         return 0
 
     def stop(self) -> None:
@@ -337,6 +355,7 @@ class Daemon:
         if running:
             log.info("daemon.waiting_for_helm", plans=running)
         self.helm_pool.shutdown(wait=True)  # a running helm is never killed (DESIGN §7)
+        self._lease_stop.set()
         self._elector_thread.join(timeout=SHUTDOWN_BUDGET)  # releases the lease on its way out
         self.notifier.close(NOTIFY_FLUSH)
         self.sink.close(NOTIFY_FLUSH)
@@ -359,6 +378,7 @@ class Daemon:
 
     def reload_plans(self) -> None:
         """Poll the plans directory; apply a change to the controller, the watch and the jobs."""
+        self.telemetry.tick_completed()  # the scheduler is alive, served plans or not
         loaded = self.plans.poll()
         if loaded is None:
             return
@@ -368,7 +388,8 @@ class Daemon:
         self._loaded = True
         if update.has_changes:
             log.info("plans.loaded", directory=self.config.plans, **update.changes())
-        for key in update.invalidated:
+        for key in update.invalidated if self.elector.is_leader else ():
+            # one Kubernetes Event per problem, from the leader (every replica logs plans.loaded)
             ns, _, name = key.partition("/")
             error = update.invalid.get(key) or update.rejected.get(key, "")
             self.controller.emitter.emit(

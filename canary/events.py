@@ -8,6 +8,7 @@ and the ``reason`` of the Kubernetes Event posted for it. Names are API: CI scri
 from __future__ import annotations
 
 import io
+import logging
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
@@ -93,6 +94,12 @@ def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> N
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
     else:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
+    # Libraries and our adapters that use stdlib logging (watch retries, urllib3) write through
+    # structlog too, so every line on stderr is the same JSON (or console) format.
+    root = logging.getLogger()
+    root.handlers = [h for h in root.handlers if not isinstance(h, _StructlogHandler)]
+    root.addHandler(_StructlogHandler())
+    root.setLevel(logging.WARNING)
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,
@@ -105,6 +112,20 @@ def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> N
         logger_factory=structlog.PrintLoggerFactory(file=out),
         cache_logger_on_first_use=False,
     )
+
+
+class _StructlogHandler(logging.Handler):
+    """A stdlib logging handler that re-emits each record as a structlog event named after
+    its logger (``watch``, ``urllib3.connectionpool``...), message in ``message``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        import structlog  # noqa: PLC0415 (see configure_logging)
+
+        try:
+            log = structlog.get_logger(record.name)
+            log.log(record.levelno, f"log.{record.name}", message=record.getMessage())
+        except Exception:  # logging must never break the caller
+            self.handleError(record)
 
 
 class NullSink:

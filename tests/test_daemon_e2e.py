@@ -7,18 +7,24 @@ rollbacks to the double with Helm's engine. Assertions are on what the cluster e
 from __future__ import annotations
 
 import itertools
+import json
+import random
 import signal
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from canary import events as ev
-from canary.model import Outcome, Phase
+from canary.model import Outcome, Phase, RolloutState, state_from_json
 from tests.support.bookinfo import (
     CANARY,
     RELEASE,
@@ -53,7 +59,7 @@ class Cluster:
     def key(self) -> str:
         return f"{self.app.namespace}/reviews"
 
-    def canary(self, name: str = "canary") -> CanaryProcess:
+    def canary(self, name: str = "canary", *extra: str) -> CanaryProcess:
         process = CanaryProcess(
             self.workdir,
             kube_url=self.kubeapi.url,
@@ -61,6 +67,7 @@ class Cluster:
             plans=self.plans,
             helm=self.app.helm,
             name=name,
+            extra=extra,
         )
         self.processes.append(process)
         return process.start()
@@ -97,9 +104,15 @@ def cluster(
         app.close()
 
 
-def ready(process: CanaryProcess) -> dict[str, Any]:
-    import json
+def role(process: CanaryProcess) -> str | None:
+    """leader / standby as /readyz says; None while the server is not up yet."""
+    try:
+        return str(ready(process)["checks"]["role"])
+    except OSError:  # URLError included: not listening yet
+        return None
 
+
+def ready(process: CanaryProcess) -> dict[str, Any]:
     with urllib.request.urlopen(f"http://127.0.0.1:{process.port}/readyz", timeout=5) as answer:
         body: dict[str, Any] = json.load(answer)
         return body
@@ -128,9 +141,51 @@ def test_a_good_release_goes_10_50_100_then_the_promotion_brings_it_home(
     assert body["ready"] is True and body["checks"]["role"] == "leader"
 
 
+class Receiver:
+    """A webhook receiver on 127.0.0.1: every POSTed JSON body, in order."""
+
+    def __init__(self) -> None:
+        bodies: list[dict[str, Any]] = []
+        self.bodies = bodies
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                bodies.append(json.loads(self.rfile.read(length)))
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def metrics(process: CanaryProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{process.port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def test_a_bad_release_is_reverted_and_rolled_back_to_the_base(cluster: Cluster) -> None:
     cluster.traffic.fault(error_ratio=0.3)
-    daemon = cluster.canary()
+    receiver = Receiver()
+    hook = cluster.workdir / "webhook-url"
+    hook.write_text(receiver.url + "\n")
+    daemon = cluster.canary("canary", "--webhook-file", str(hook))
     daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
     cluster.app.upgrade(BAD_TAG)
     daemon.wait_event(ev.ROLLOUT_ROLLED_BACK, plan=cluster.key)
@@ -154,6 +209,19 @@ def test_a_bad_release_is_reverted_and_rolled_back_to_the_base(cluster: Cluster)
     names = daemon.events(cluster.key)
     assert names.index(ev.ROLLBACK_TRAFFIC_REVERTED) < names.index(ev.ROLLBACK_HELM_STARTED)
     assert names.count(ev.ROLLOUT_ROLLED_BACK) == 1
+    # /metrics tells the same story
+    plan = ("plan", cluster.key)
+    got = metrics(daemon)
+    assert got[("canary_rollbacks_total", frozenset({plan, ("result", "succeeded")}))] == 1
+    assert got[("canary_checks_total", frozenset({plan, ("verdict", "FAIL")}))] >= 2
+    assert got[("canary_time_to_safe_seconds_count", frozenset())] == 1
+    assert got[("canary_rollout_phase", frozenset({plan, ("phase", "RolledBack")}))] == 1
+    # and the webhook: the start and the rollback, with the reason
+    daemon.wait_for(lambda _: len(receiver.bodies) >= 2)
+    receiver.close()
+    assert [b["event"] for b in receiver.bodies] == [ev.ROLLOUT_STARTED, ev.ROLLOUT_ROLLED_BACK]
+    assert "error-rate" in receiver.bodies[1]["reason"]
+    assert receiver.url not in daemon.log_path.read_text()  # a webhook URL is a secret
 
 
 def test_a_canary_whose_pods_fail_at_50_percent_is_rolled_back(cluster: Cluster) -> None:
@@ -186,3 +254,144 @@ def test_sigterm_exits_cleanly_and_releases_the_lease(cluster: Cluster) -> None:
     assert lease is not None
     assert not lease["spec"].get("holderIdentity")  # released, the next replica need not wait
     print(f"\nSIGTERM → exit {took:.2f} s")
+
+
+# --- crashes, restarts and two replicas ------------------------------------------------------
+
+
+def persisted(cluster: Cluster) -> list[RolloutState]:
+    """Every state the daemons persisted, in order, from the successful VirtualService writes
+    the API double recorded (a state reaches the cluster only with its weights)."""
+    out: list[RolloutState] = []
+    for r in cluster.kubeapi.requests.writes(resource="virtualservices"):
+        if r.status != 200 or not isinstance(r.body, list):
+            continue
+        for op in r.body:
+            path = op.get("path", "")
+            if path == "/metadata/annotations/canary.dev~1state":
+                out.append(state_from_json(op["value"]))
+            elif path == "/metadata/annotations" and isinstance(op.get("value"), dict):
+                raw = op["value"].get("canary.dev/state")
+                if raw:
+                    out.append(state_from_json(raw))
+    return out
+
+
+def assert_every_step_once_and_judged(cluster: Cluster, last_step: int) -> None:
+    """No step repeated or skipped, and none left before its checks passed: in the persisted
+    states, the last state of a step shows requiredPasses - 1 passes (the last pass and the
+    step change are one write) and the next step starts at least its hold later."""
+    states = [s for s in persisted(cluster) if s.phase in (Phase.PROGRESSING, Phase.SUCCEEDED)]
+    steps = [s.step for s in states]
+    entered = [steps[0], *(b for a, b in itertools.pairwise(steps) if b != a)]
+    assert entered == list(range(last_step + 1)), steps
+    for before, after in itertools.pairwise(states):
+        if after.step != before.step or after.phase is not before.phase:
+            assert before.passes >= 1, (before, after)
+            assert before.step_started_at is not None and after.step_started_at is not None
+            if after.step != before.step:
+                assert after.step_started_at - before.step_started_at >= timedelta(seconds=2)
+    canary_weights = [w for _, (_, w) in cluster.traffic.changes]
+    assert canary_weights == [0, 10, 50, 100][: last_step + 2], canary_weights
+
+
+def test_sigkill_at_a_weight_write_then_restart_repeats_and_skips_nothing(
+    cluster: Cluster,
+) -> None:
+    first = cluster.canary("first")
+    first.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+    cluster.app.upgrade(GOOD_TAG)
+    first.wait_for(
+        lambda rs: any(r.get("event") == ev.WEIGHT_SET and r.get("canary") == 50 for r in rs)
+    )
+    first.kill()  # right after the write that moved traffic to 50 %
+    second = cluster.canary("second")
+    cluster.wait_phase(second, Phase.SUCCEEDED, limit=90)
+    assert_every_step_once_and_judged(cluster, last_step=2)
+    assert cluster.app.rollbacks() == []
+
+
+@pytest.mark.parametrize(
+    "point", [ev.ROLLBACK_TRAFFIC_REVERTED, ev.ROLLBACK_HELM_STARTED, "helm-returned"]
+)
+def test_sigkill_during_a_rollback_then_restart_rolls_back_exactly_once(
+    cluster: Cluster, point: str
+) -> None:
+    """Killed right after the weights went to stable, right after helm started (helm, in its
+    own session, carries on as an orphan would until the pod is gone), or right after helm
+    returned (its revision is deployed) and before the state write that records it."""
+    cluster.traffic.fault(error_ratio=0.3)
+    cluster.app.helm.set(slow_seconds={"rollback": 1})
+    first = cluster.canary("first")
+    first.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+    cluster.app.upgrade(BAD_TAG)
+    if point == "helm-returned":
+        first.wait_for(lambda _: cluster.app.helm.deployed(RELEASE, cluster.app.namespace) == 3)
+    else:
+        first.wait_event(point, plan=cluster.key)
+    first.kill()
+    assert cluster.app.weights() == (100, 0)  # safe before helm, whatever happens next
+    second = cluster.canary("second")
+    second.wait_for(lambda _: cluster.phase() is Phase.ROLLED_BACK, limit=60)
+    assert len(cluster.app.rollbacks()) == 1
+    assert cluster.app.helm.deployed(RELEASE, cluster.app.namespace) == 3
+    assert cluster.app.image(CANARY).endswith(f":{STABLE_TAG}")
+    assert cluster.app.weights() == (100, 0)
+
+
+def test_sigkill_at_random_moments_never_repeats_a_rollback(cluster: Cluster) -> None:
+    """Three kills at seeded random moments of a bad release; each time a new process takes
+    over. Whatever the moments, one helm rollback, to the base, and RolledBack."""
+    rng = random.Random(20261122)
+    cluster.traffic.fault(error_ratio=0.3)
+    cluster.app.helm.set(slow_seconds={"rollback": 1})
+    daemon = cluster.canary("run-0")
+    daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+    cluster.app.upgrade(BAD_TAG)
+    for n in range(1, 4):
+        time.sleep(rng.uniform(0.5, 4.0))  # the kill lands wherever the daemon is by then
+        daemon.kill()
+        daemon = cluster.canary(f"run-{n}")
+    daemon.wait_for(lambda _: cluster.phase() is Phase.ROLLED_BACK, limit=90)
+    calls = cluster.app.rollbacks()
+    assert len(calls) == 1 and calls[0][:3] == ["rollback", RELEASE, "1"]
+    assert cluster.app.weights() == (100, 0)
+
+
+def test_two_replicas_only_the_leader_acts_and_the_other_takes_over(cluster: Cluster) -> None:
+    a = cluster.canary("a")
+    a.wait_event("leader.acquired")
+    b = cluster.canary("b")
+    b.wait_for(lambda _: role(b) == "standby")
+    cluster.app.upgrade(GOOD_TAG)
+    a.wait_for(
+        lambda rs: any(r.get("event") == ev.WEIGHT_SET and r.get("canary") == 10 for r in rs)
+    )
+    acting = {ev.ROLLOUT_STARTED, ev.STEP_STARTED, ev.WEIGHT_SET, ev.BASE_RECORDED}
+    assert not acting & set(b.events())  # the standby never acted
+    a.kill()
+    b.wait_event("leader.acquired", limit=30)
+    cluster.wait_phase(b, Phase.SUCCEEDED, limit=90)
+    assert_every_step_once_and_judged(cluster, last_step=2)
+    assert ready(b)["checks"]["role"] == "leader"
+
+
+def test_plans_reload_a_bad_plan_is_reported_and_a_deleted_one_goes_to_stable(
+    cluster: Cluster,
+) -> None:
+    daemon = cluster.canary()
+    daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+    broken = fast_plan(cluster.app.namespace).replace("name: reviews\n", "name: ratings\n", 1)
+    broken = broken.replace("steps:", "stepz:", 1)
+    (cluster.plans / "ratings.yaml").write_text(broken)
+    invalid = daemon.wait_event(ev.PLAN_INVALID, plan=f"{cluster.app.namespace}/ratings")
+    assert "spec.stepz" in invalid["error"]
+    cluster.app.upgrade(GOOD_TAG)  # the good plan keeps serving
+    daemon.wait_for(lambda _: cluster.app.weights() == (90, 10))
+    (cluster.plans / "reviews.yaml").unlink()
+    daemon.wait_event(ev.PLAN_DELETED, plan=cluster.key)
+    daemon.wait_event("plan.released")
+    assert cluster.app.weights() == (100, 0)
+    state = cluster.app.state()
+    assert state is not None and state.phase is Phase.IDLE
+    assert state.last is not None and state.last.outcome is Outcome.ABANDONED

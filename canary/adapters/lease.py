@@ -110,6 +110,7 @@ class LeaderElector:
         started = self._clock()
         try:
             held = self._step()
+            self.last_error = ""  # the API answered: whatever failed before is over
         except CanaryError as exc:
             self.last_error = str(exc)
             held = False
