@@ -332,8 +332,8 @@ class Daemon:
                 self._watch_leadership()
             self.shutdown()
         finally:
-            for sig, handler in previous.items():
-                signal.signal(sig, handler)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return 0
 
     def stop(self) -> None:
