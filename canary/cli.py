@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from canary import __version__, exitcodes
+from canary import __version__, control, exitcodes
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
 from canary.analysis import CheckResult, evaluate
 from canary.config import add_common_flags, load_config
@@ -418,6 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_run)
 
+    control.add_parsers(sub)
+
     p = sub.add_parser("demo", help="a good and a bad release on the simulator, no cluster")
     p.add_argument("--plan", default=None, help="plan file (default: config/plans/reviews.yaml)")
     p.add_argument("--fast", action="store_true", help="no pacing between lines")
@@ -437,7 +439,7 @@ def main(
     except SystemExit as exc:  # argparse exits 2 on usage errors, as DESIGN §5 wants
         return int(exc.code or 0)
     fmt = args.log_format
-    if fmt is None and args.command in ("simulate", "demo", "validate", "check"):
+    if fmt is None and args.command not in ("run",):
         fmt = "off"
     configure_logging(fmt, stream=err)
     func: Callable[[argparse.Namespace, TextIO, TextIO], int] = args.func

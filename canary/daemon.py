@@ -72,6 +72,7 @@ from canary.plan import Plan, ReleaseRef
 from canary.plansource import NO_PLANS, PlanSource, Update, reconcile
 from canary.ports import Clock, ReleaseManager, SystemClock
 from canary.telemetry import Telemetry
+from canary.timeline import describe
 
 log = structlog.get_logger("canary")
 
@@ -231,7 +232,9 @@ class Daemon:
         self.api = connect(config.kubeconfig, config.context)
         self.router = IstioRouter(self.api)
         # Events have a client (and rate limit) of their own and post from their own thread
-        self.sink = BackgroundEventSink(KubeEventSink(connect(config.kubeconfig, config.context)))
+        self.sink = BackgroundEventSink(
+            KubeEventSink(connect(config.kubeconfig, config.context), describe=describe)
+        )
         self.prometheus = PrometheusSource(
             PrometheusConfig(
                 url=config.prometheus_url,

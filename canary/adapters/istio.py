@@ -14,13 +14,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 
 from canary import routes
 from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, call
-from canary.errors import ConflictError, InvalidError, RouteError
+from canary.errors import ConflictError, InvalidError, NotFoundError, RouteError
 from canary.model import COMMAND_ANNOTATION, STATE_ANNOTATION, Weights
 from canary.plan import Plan
 from canary.ports import RouteView
@@ -213,3 +214,65 @@ class IstioRouter:
                 key = ""
             out[key or f"{meta.get('namespace')}/{meta.get('name')}"] = raw
         return out
+
+    # -- the CLI's view (status, wait, commands): a plan found by its key, no plan file needed --
+
+    def locate(self, namespace: str, plan_name: str) -> Located:
+        """The VirtualService carrying plan ``namespace/plan_name``'s state (the ``plan`` field of
+        ``canary.dev/state``); NotFoundError naming what was looked for if none does."""
+        key = f"{namespace}/{plan_name}"
+        found = call(
+            functools.partial(self._list, namespace),
+            verb="list",
+            what=f"{PLURAL}.{GROUP} in {namespace}",
+        )
+        for vs in found.get("items") or [] if isinstance(found, Mapping) else []:
+            meta = vs.get("metadata") or {}
+            annotations = meta.get("annotations") or {}
+            raw = annotations.get(STATE_ANNOTATION)
+            if raw is None:
+                continue
+            try:
+                owner = json.loads(raw).get("plan")
+            except (ValueError, AttributeError):
+                owner = None
+            if owner == key or (owner is None and meta.get("name") == plan_name):
+                return Located(
+                    namespace=namespace,
+                    name=str(meta.get("name")),
+                    state_raw=raw,
+                    command_raw=annotations.get(COMMAND_ANNOTATION),
+                )
+        raise NotFoundError(
+            f"no VirtualService in {namespace} carries the state of plan {key} (is the plan "
+            "served by a running controller, and the name right?)"
+        )
+
+    def write_command(self, namespace: str, vs_name: str, command_json: str) -> None:
+        """Set ``canary.dev/command`` (a merge patch of one annotation; the controller consumes
+        it in the same write as its effect)."""
+        patch = {"metadata": {"annotations": {COMMAND_ANNOTATION: command_json}}}
+        call(
+            lambda: self._custom.patch_namespaced_custom_object(
+                GROUP,
+                self.version,
+                namespace,
+                PLURAL,
+                vs_name,
+                patch,
+                _content_type="application/merge-patch+json",
+                _request_timeout=DEFAULT_REQUEST_TIMEOUT,
+            ),
+            verb="patch",
+            what=f"{PLURAL}.{GROUP} {namespace}/{vs_name}",
+        )
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a plan's state lives, as the CLI found it."""
+
+    namespace: str
+    name: str  # the VirtualService
+    state_raw: str | None
+    command_raw: str | None

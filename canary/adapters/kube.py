@@ -413,3 +413,24 @@ class BackgroundEventSink:
             self._closing = True
             self._wake.notify()
         self._thread.join(timeout)
+
+
+def recent_events(
+    api: client.ApiClient, namespace: str, involved: str
+) -> list[tuple[str, str, datetime | None]]:
+    """(reason, message, last seen) of the Events about one object, oldest first (`canary
+    status` shows the last one and the last check)."""
+    found = call(
+        lambda: client.CoreV1Api(api).list_namespaced_event(
+            namespace,
+            field_selector=f"involvedObject.name={involved}",
+            _request_timeout=DEFAULT_REQUEST_TIMEOUT,
+        ),
+        verb="list",
+        what=f"events in {namespace}",
+    )
+    rows = [
+        (str(e.reason or ""), str(e.message or ""), e.last_timestamp or e.event_time)
+        for e in found.items or []
+    ]
+    return sorted(rows, key=lambda r: r[2] or datetime.min.replace(tzinfo=UTC))

@@ -1,0 +1,333 @@
+"""`canary status`, `wait` and the manual commands against the Kubernetes API double (issue 7).
+
+The controller runs in this process over the real Kubernetes adapters (IstioRouter,
+KubeWorkloads, SecretHistory + the fake helm); its metrics are a stand-in that passes or fails
+every check (the Prometheus path has its own end-to-end tests). The commands run as the CLI
+runs them, through the real `kubernetes` client; their `sleep` between polls ticks the
+controller and moves its clock, so a whole rollout takes no real time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import itertools
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from canary import control, exitcodes
+from canary.adapters.helm import HelmReleases
+from canary.adapters.helmstore import SecretHistory
+from canary.adapters.istio import IstioRouter
+from canary.adapters.kube import KubeEventSink, KubeWorkloads
+from canary.cli import build_parser
+from canary.controller import Controller, Ports
+from canary.events import Emitter
+from canary.model import MetricsSample, MetricValue, Phase
+from canary.plan import Plan, load_plan_text
+from canary.ports import CheckRequest
+from canary.timeline import describe
+from tests.support.bookinfo import Bookinfo, fast_plan
+from tests.support.daemon import write_kubeconfig
+from tests.support.kubeapi import KubeApiServer
+
+pytest.importorskip("helm_python")
+_namespaces = itertools.count(1)
+
+
+class Metrics:
+    """Every check passes, or (``error_rate`` above the plan's 5 %) fails."""
+
+    def __init__(self) -> None:
+        self.error_rate = 0.0
+
+    def sample(self, requests: Sequence[CheckRequest], at: datetime) -> Mapping[str, MetricsSample]:
+        return {
+            r.plan: MetricsSample(
+                rollout_id=r.rollout_id,
+                step=r.step,
+                window=r.window,
+                canary_requests=500.0,
+                stable_requests=4500.0,
+                metrics=tuple(
+                    MetricValue(m.name, value=self.error_rate if "error" in m.name else 10.0)
+                    for m in r.metrics
+                ),
+            )
+            for r in requests
+        }
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now_ = datetime.now(UTC)
+
+    def now(self) -> datetime:
+        return self.now_
+
+
+class Rig:
+    def __init__(self, kubeapi: KubeApiServer, tmp_path: Path) -> None:
+        self.namespace = f"ctl-{next(_namespaces)}"
+        self.app = Bookinfo(kubeapi, tmp_path / "helm.json", self.namespace)
+        self.plan_file = tmp_path / "reviews.yaml"
+        self.plan_file.write_text(fast_plan(self.namespace))
+        (self.plan,) = load_plan_text(self.plan_file.read_text())
+        self.kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kubeapi.url)
+        self.kubeapi = kubeapi
+        self.metrics = Metrics()
+        self.clock = Clock()
+        self.controller = self.make_controller(self.plan)
+        self.acting = True
+
+    def make_controller(self, plan: Plan) -> Controller:
+        api = self.kubeapi.client()
+        helm = HelmReleases(str(self.app.helm.binary), env=self.app.helm.env)
+        return Controller(
+            ports=Ports(
+                router=IstioRouter(api),
+                workloads=KubeWorkloads(api),
+                metrics=self.metrics,
+                releases=SecretHistory(api, helm),
+                clock=self.clock,
+            ),
+            emitter=Emitter(KubeEventSink(api, describe=describe)),
+            plans={plan.key: plan},
+            scrape_interval=timedelta(seconds=1),
+        )
+
+    def tick(self, seconds: float = 1.0) -> None:
+        """What passes between two polls of a command: the controller's next tick."""
+        self.app.deployments._reconcile()  # the Deployment controller, synchronously
+        self.clock.now_ += timedelta(seconds=seconds)
+        if self.acting:
+            self.controller.tick()
+
+    def run(self, argv: list[str], **hooks: Any) -> tuple[int, str, str]:
+        args = build_parser().parse_args([*argv, "--kubeconfig", str(self.kubeconfig)])
+        out, err = io.StringIO(), io.StringIO()
+        func = args.func
+        if func in (control.cmd_wait, control.cmd_command):
+            code = func(args, out, err, sleep=lambda _: self.tick(), **hooks)
+        else:
+            code = func(args, out, err)
+        return code, out.getvalue(), err.getvalue()
+
+    @property
+    def key(self) -> str:
+        return f"{self.namespace}/reviews"
+
+    def until(self, phase: Phase, limit: int = 200) -> None:
+        for _ in range(limit):
+            state = self.app.state()
+            if state is not None and state.phase is phase:
+                return
+            self.tick()
+        raise AssertionError(f"never {phase}: {self.app.state()}")
+
+
+@pytest.fixture
+def rig(kubeapi: KubeApiServer, tmp_path: Path) -> Iterator[Rig]:
+    r = Rig(kubeapi, tmp_path)
+    r.tick()  # the controller records the base while Idle
+    try:
+        yield r
+    finally:
+        r.app.close()
+
+
+# --- wait ---------------------------------------------------------------------------------
+
+
+def test_wait_started_right_after_the_upgrade_exits_0_on_success(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")  # CI's helm upgrade; the controller has not seen it yet
+    code, out, _ = rig.run(["wait", str(rig.plan_file), "--timeout", "5m"])
+    assert code == exitcodes.SUCCEEDED, out
+    assert "succeeded (exit 0)" in out
+    assert "Progressing step 0 90/10" in out and "Succeeded step 2 0/100" in out
+
+
+def test_wait_by_namespace_and_name_binds_to_the_next_rollout(rig: Rig) -> None:
+    rig.metrics.error_rate = 0.3
+    rig.app.upgrade("1.20.2")
+    code, out, _ = rig.run(["wait", rig.key, "--timeout", "5m"])
+    assert code == exitcodes.ROLLED_BACK, out
+    assert "rolled back (exit 1)" in out
+
+
+def test_wait_never_reports_an_older_rollouts_outcome(rig: Rig) -> None:
+    """A rolled-back canary, then a new one: wait answers for the new one only."""
+    rig.metrics.error_rate = 0.3
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.ROLLED_BACK)
+    rig.metrics.error_rate = 0.0
+    rig.app.upgrade("1.20.3")
+    code, out, _ = rig.run(["wait", str(rig.plan_file), "--timeout", "5m"])
+    assert code == exitcodes.SUCCEEDED, out
+
+
+def test_wait_whose_canary_is_superseded_exits_5(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    upgraded = [False]
+
+    def sleep_then_upgrade(_: float) -> None:
+        if not upgraded[0]:
+            rig.app.upgrade("1.20.3")  # a newer release lands while CI waits for the first
+            upgraded[0] = True
+        rig.tick()
+
+    args = build_parser().parse_args(
+        ["wait", str(rig.plan_file), "--timeout", "5m", "--kubeconfig", str(rig.kubeconfig)]
+    )
+    out, err = io.StringIO(), io.StringIO()
+    code = control.cmd_wait(args, out, err, sleep=sleep_then_upgrade)
+    assert code == exitcodes.SUPERSEDED, out.getvalue()
+    assert "superseded by a newer canary" in out.getvalue()
+
+
+def test_wait_times_out_with_exit_3_when_nothing_happens(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")
+    rig.acting = False  # no controller
+    ticks = itertools.count()
+    code, _, err = rig.run(["wait", rig.key, "--timeout", "10s"], clock=lambda: float(next(ticks)))
+    assert code == exitcodes.TIMEOUT
+    assert "no verdict" in err and "within 10s" in err
+
+
+def test_wait_by_revision_and_a_paused_rollout_exits_6(rig: Rig) -> None:
+    revision = rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    code, out, _ = rig.run(["pause", rig.key])
+    assert code == 0, out
+    code, out, _ = rig.run(["wait", rig.key, "--revision", str(revision), "--timeout", "1m"])
+    assert code == exitcodes.PAUSED
+    assert "paused: a human decides (exit 6)" in out
+
+
+def test_wait_for_a_rollback_that_failed_exits_4(rig: Rig) -> None:
+    rig.metrics.error_rate = 0.3
+    rig.app.helm.fail_next(3)  # rollback.retries
+    rig.app.upgrade("1.20.2")
+    code, out, _ = rig.run(["wait", rig.key, "--timeout", "10m"])
+    assert code == exitcodes.ROLLBACK_FAILED, out
+    assert "rollback failed: a human is needed (exit 4)" in out
+    assert len(rig.app.rollbacks()) == 3
+    assert rig.app.weights() == (100, 0)
+
+
+def test_wait_with_a_bad_plan_argument_is_a_usage_error(rig: Rig) -> None:
+    code, _, err = rig.run(["wait", "not a plan", "--timeout", "1m"])
+    assert code == exitcodes.USAGE
+    assert "neither a plan file nor NAMESPACE/NAME" in err
+
+
+# --- commands -----------------------------------------------------------------------------
+
+
+def test_pause_resume_promote_full_abort_and_retry(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    rid = rig.app.state().rollout_id  # type: ignore[union-attr]
+    code, out, _ = rig.run(["pause", rig.key])
+    assert code == 0 and "Paused" in out
+    code, out, _ = rig.run(["resume", rig.key])
+    assert code == 0 and "Progressing" in out
+    code, out, _ = rig.run(["promote", rig.key])
+    assert code == 0 and "step 1" in out
+    code, out, err = rig.run(["abort", rig.key])
+    assert code == 0, err
+    rig.until(Phase.ROLLED_BACK)
+    assert len(rig.app.rollbacks()) == 1
+    rig.app.upgrade("1.20.2")  # the same canary deployed again: held until someone retries
+    for _ in range(3):
+        rig.tick()
+    assert rig.app.state().phase is Phase.ROLLED_BACK  # type: ignore[union-attr]
+    code, out, err = rig.run(["retry", rig.key])
+    assert code == 0, err
+    state = rig.app.state()
+    assert state is not None and state.rollout_id != rid and state.rollout_id.endswith("-2")
+    rig.until(Phase.PROGRESSING)
+    code, out, err = rig.run(["promote", rig.key, "--full"])
+    assert code == 0, err
+    assert rig.app.state().phase is Phase.SUCCEEDED  # type: ignore[union-attr]
+    command = (rig.app.virtual_service()["metadata"].get("annotations") or {}).get(
+        "canary.dev/command"
+    )
+    assert command is None  # consumed with its effect
+
+
+def test_a_command_the_phase_does_not_allow_is_refused_before_writing(rig: Rig) -> None:
+    code, _, err = rig.run(["resume", rig.key])
+    assert code == exitcodes.USAGE
+    assert "is Idle; resume applies to Paused" in err
+    assert not rig.kubeapi.requests.writes(resource="virtualservices", method="PATCH") or all(
+        "canary.dev~1command" not in json.dumps(r.body)
+        for r in rig.kubeapi.requests.writes(resource="virtualservices")
+    )
+
+
+def test_a_controller_that_never_acts_gives_a_clear_timeout(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    rig.acting = False
+    ticks = itertools.count()
+    code, _, err = rig.run(["pause", rig.key, "--timeout", "10s"], clock=lambda: float(next(ticks)))
+    assert code == exitcodes.TIMEOUT
+    assert "did not act on pause" in err and "is it running and leading?" in err
+
+
+def test_rbac_denied_says_which_verb_on_which_object(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    rig.kubeapi.deny("patch", "networking.istio.io", "virtualservices", namespace=rig.namespace)
+    code, _, err = rig.run(["abort", rig.key])
+    assert code == exitcodes.USAGE
+    assert "permission denied" in err and "patch" in err and "virtualservices" in err
+
+
+# --- status -------------------------------------------------------------------------------
+
+
+def test_status_of_one_plan_and_of_all(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    for _ in range(3):
+        rig.tick()  # a check
+    code, out, _ = rig.run(["status", rig.key])
+    assert code == 0
+    header, row = out.splitlines()[:2]
+    assert header.split()[:4] == ["PLAN", "PHASE", "STEP", "WEIGHTS"]
+    assert row.split()[:2] == [rig.key, "Progressing"]
+    step = rig.app.state().step  # type: ignore[union-attr]
+    assert row.split()[2:4] == [str(step), ["90/10", "50/50", "0/100"][step]]
+    assert "last event: " in out  # from the Kubernetes Events on the VirtualService
+    assert "last check: check.passed: " in out
+    code, out, _ = rig.run(["status", "-o", "json", "--namespace", rig.namespace])
+    rows = json.loads(out)
+    assert [r["plan"] for r in rows] == [rig.key]
+    assert rows[0]["revision"] == 2 and rows[0]["phase"] == "Progressing"
+    code, out, _ = rig.run(["status", str(rig.plan_file), "-o", "yaml"])
+    doc = yaml.safe_load(out)
+    assert doc["phase"] == "Progressing" and doc["baseRevision"] == 1
+
+
+def test_status_of_an_unknown_plan_names_what_it_looked_for(rig: Rig) -> None:
+    code, _, err = rig.run(["status", f"{rig.namespace}/ratings"])
+    assert code == exitcodes.USAGE
+    assert f"plan {rig.namespace}/ratings" in err
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    return build_parser().parse_args(argv)
+
+
+def test_every_command_has_its_parser() -> None:
+    for name in ("status", "wait", "abort", "pause", "resume", "promote", "retry"):
+        assert _args([name, "bookinfo/reviews"]).func is not None
