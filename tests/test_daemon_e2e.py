@@ -10,6 +10,8 @@ import itertools
 import json
 import random
 import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -24,6 +26,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from canary import events as ev
+from canary import exitcodes
 from canary.model import Outcome, Phase, RolloutState, state_from_json
 from tests.support.bookinfo import (
     CANARY,
@@ -188,8 +191,17 @@ def test_a_bad_release_is_reverted_and_rolled_back_to_the_base(cluster: Cluster)
     daemon = cluster.canary("canary", "--webhook-file", str(hook))
     daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
     cluster.app.upgrade(BAD_TAG)
+    # CI's next step, started right after its helm upgrade
+    waiter = subprocess.Popen(
+        [sys.executable, "-m", "canary.cli", "wait", str(cluster.plans / "reviews.yaml"),
+         "--timeout", "2m", "--kubeconfig", str(cluster.workdir / "kubeconfig")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
     daemon.wait_event(ev.ROLLOUT_ROLLED_BACK, plan=cluster.key)
     assert cluster.phase() is Phase.ROLLED_BACK
+    waited, _ = waiter.communicate(timeout=60)
+    assert waiter.returncode == exitcodes.ROLLED_BACK, waited
+    assert "rolled back (exit 1)" in waited
     assert cluster.app.rollbacks() == [
         [
             "rollback",
