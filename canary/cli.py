@@ -27,7 +27,7 @@ from canary.ports import CheckRequest
 from canary.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary, render_key, requests_key
 from canary.sim.run import SCENARIOS, demo, simulate
 from canary.sim.world import demo_plan
-from canary.timeline import format_line
+from canary.timeline import add_timeline_parser, format_line
 
 #: The bookinfo example plan of a checkout; an installed package falls back to the same plan
 #: built in code (canary.sim.world.demo_plan).
@@ -419,6 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_run)
 
     control.add_parsers(sub)
+    add_timeline_parser(sub)
 
     p = sub.add_parser("demo", help="a good and a bad release on the simulator, no cluster")
     p.add_argument("--plan", default=None, help="plan file (default: config/plans/reviews.yaml)")

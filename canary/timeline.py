@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -182,6 +183,9 @@ _CLOSED: Final = frozenset(
     {Outcome.ROLLED_BACK, Outcome.SUPERSEDED, Outcome.BYPASSED, Outcome.ABANDONED}
 )
 _PAUSED: Final = "Paused"
+#: What `kubectl logs --prefix --timestamps` writes before a line: ``[pod/NAME/CONTAINER] ``
+#: and an RFC 3339 time.
+_KUBECTL_PREFIX: Final = re.compile(r"(?:\[[^\]]*\]\s+)?(?:\d{4}-\d\d-\d\dT\S+\s+)?")
 _CHECK_VERDICTS: Final[Mapping[str, str]] = {
     ev.CHECK_PASSED: "PASS",
     ev.CHECK_FAILED: "FAIL",
@@ -196,9 +200,9 @@ def _when(value: Any) -> datetime | None:
         return None
     try:
         at = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
+        return at.astimezone(UTC) if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    except (ValueError, OverflowError):  # not a time, or one at the very edge of the calendar
         return None
-    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def _time(record: Mapping[str, Any]) -> datetime | None:
@@ -206,19 +210,21 @@ def _time(record: Mapping[str, Any]) -> datetime | None:
     return _when(record.get("at")) or _when(record.get("ts"))
 
 
-def _json_object(line: str) -> dict[str, Any] | None:
-    """The JSON object a log line carries, or None. Tolerates what kubectl puts in front of
-    it (``--timestamps``, ``--prefix``) and a carriage return at the end."""
-    start = line.find("{")
-    if start < 0:
+def _json_object(line: str) -> tuple[dict[str, Any], str] | None:
+    """The log record a line carries and its JSON text, or None. Tolerates what kubectl puts
+    in front (``--prefix``, ``--timestamps``) and a carriage return at the end; JSON anywhere
+    else in a line (an exception message quoting a record) is not a log line."""
+    match = _KUBECTL_PREFIX.match(line)
+    text = line[match.end() :].rstrip() if match else ""
+    if not text.startswith("{"):
         return None
     try:
-        value = json.loads(line[start:])
-    except ValueError:  # json.JSONDecodeError, and RecursionError's cousins stay out of it
+        value = json.loads(text)
+    except ValueError:
         return None
     if not isinstance(value, dict) or not isinstance(value.get("event"), str):
         return None
-    return value
+    return value, text
 
 
 @dataclass
@@ -250,12 +256,12 @@ def scan_log(sources: Iterable[Iterable[str]]) -> LogScan:
         last = floor
         for number, line in enumerate(lines):
             scan.lines += 1
-            record = _json_object(line)
-            if record is None:
+            parsed = _json_object(line)
+            if parsed is None:
                 if line.strip():
                     scan.not_json += 1
                 continue
-            text = line[line.find("{") :].rstrip()
+            record, text = parsed
             if text in seen:  # the same line twice: overlapping `kubectl logs` calls
                 scan.duplicates += 1
                 continue
@@ -378,7 +384,7 @@ def group_rollouts(records: Iterable[dict[str, Any]]) -> tuple[list[Rollout], Co
 
 
 def _hms(at: datetime | None) -> str:
-    return at.astimezone(UTC).strftime("%H:%M:%S") if at else "??:??:??"
+    return at.strftime("%H:%M:%S") if at else "??:??:??"
 
 
 def _relative(at: datetime | None, start: datetime | None) -> str:
@@ -430,7 +436,11 @@ def _story(record: Mapping[str, Any]) -> str:
         return f"{describe(record)} ({r.get('why')})"
     if name == ev.STATE_LOST:
         return f"state annotation lost: {_text(r.get('reason'))}"
-    return describe(record)
+    try:
+        return describe(record)
+    except (AttributeError, TypeError, ValueError, KeyError, IndexError):
+        # describe() trusts canary's own records; a hand-edited line must not stop the rest
+        return _text(r.get("reason"))
 
 
 def _check_lines(record: Mapping[str, Any], queries: bool) -> tuple[str, list[str]]:
@@ -540,13 +550,19 @@ def _time_to_safe(rollout: Rollout) -> str:
 def _outcome_text(rollout: Rollout) -> str:
     begin = rollout.begin
     at_least = "" if rollout.started else "at least "
-    if rollout.outcome is None or rollout.outcome == _PAUSED:
-        last = rollout.records[-1]
-        phase = last.get("phase")
-        state = "Paused" if rollout.outcome == _PAUSED else "no outcome yet"
-        where = f" ({phase})" if isinstance(phase, str) and phase and phase != state else ""
-        since = _span(begin, rollout.last_seen)
-        return f"{state}{where}, {at_least}{since} in by the last line ({_hms(rollout.last_seen)})"
+    last_seen = rollout.last_seen
+    if rollout.outcome == _PAUSED:
+        return (
+            f"Paused after {at_least}{_span(begin, last_seen)} (a human decides; "
+            f"last line {_hms(last_seen)})"
+        )
+    if rollout.outcome is None:
+        phase = rollout.records[-1].get("phase")
+        where = f" ({phase})" if isinstance(phase, str) and phase else ""
+        return (
+            f"under way{where} for {at_least}{_span(begin, last_seen)} so far "
+            f"(last line {_hms(last_seen)})"
+        )
     return f"{rollout.outcome} after {at_least}{_span(begin, rollout.ended or rollout.last_seen)}"
 
 
@@ -597,8 +613,8 @@ def render_rollout(rollout: Rollout, queries: bool = False) -> list[str]:
         footer.append(("paused", _text(paused.get("reason"))))
     footer.append(("outcome", _outcome_text(rollout)))
     for key, value in footer:
-        first, *more = value.split("\n")
-        lines.append(f"{_INDENT}{key:<13} {first}")
+        head, *more = value.split("\n")
+        lines.append(f"{_INDENT}{key:<13} {head}")
         lines.extend(f"{_INDENT}{'':<13}   {line}" for line in more)
     return lines
 
@@ -629,9 +645,9 @@ check with its values, bounds and verdict, the breach, the time to safe (first f
 all traffic on stable), the helm rollback attempts and the outcome. Lines from several replicas
 are merged by time; lines that are not JSON and daemon-level lines are skipped and counted.
 
-  kubectl logs deploy/canary | canary timeline               # one pod (the leader's?)
-  kubectl logs -l app=canary --tail=-1 | canary timeline     # every replica (-l keeps
-                                                             # only 10 lines without --tail)
+  kubectl logs deploy/canary | canary timeline           # one pod of the Deployment
+  kubectl logs -l LABEL=VALUE --tail=-1 | canary timeline  # every replica (with -l,
+                                                         # kubectl keeps 10 lines unless --tail)
   canary timeline --rollout f012e7925a-1 replica-a.log replica-b.log
 """
 TIMELINE_EPILOG: Final = """\
