@@ -59,6 +59,11 @@ FULL_CANARY = Weights.canary_at(100)
 _SUPERSEDABLE = ACTIVE_PHASES - {Phase.ROLLING_BACK}
 
 
+#: How long after an attempt started by another process (before a restart or a lease move)
+#: we wait for helm to record it before running it again: helm records its pending revision
+#: within a second or two of starting, and a new leader cannot act sooner than a lease
+#: duration (15 s) after the old one stopped anyway.
+HELM_RECORD_GRACE = timedelta(seconds=15)
 #: How long past ``rollback.timeout`` our rollback's revision may stay ``pending-*`` before we
 #: stop waiting for helm to settle it: the helm adapter waits for helm for timeout + 60 s, so
 #: after this no helm of ours can still be running.
@@ -817,8 +822,18 @@ def _rolling_back(t: _Tick) -> None:
             return
         if job is None:
             # Not this process's attempt (it restarted, or the lease moved) and the history
-            # shows no trace of it: helm never recorded a revision, nothing is running. That
-            # attempt never happened: run it now (no backoff; it does not count as a failure).
+            # shows no trace of it. A helm that was just started records its pending revision
+            # within seconds: give it HELM_RECORD_GRACE, then that attempt never happened and
+            # runs again (no backoff; it does not count as a failure).
+            if t.now - started < HELM_RECORD_GRACE:
+                t.alert_once(
+                    ev.ROLLBACK_WAITING,
+                    f"attempt {rb.attempts} was started by a previous controller and shows no "
+                    f"trace in the release history yet; waiting up to "
+                    f"{_secs(HELM_RECORD_GRACE)} for helm to record it",
+                    key="rollback.trace",
+                )
+                return
             resumed = True
             rb = replace(rb, attempts=rb.attempts - 1)
         else:

@@ -23,6 +23,7 @@ from canary import events as ev
 from canary.analysis import check_window
 from canary.decide import (
     DRIFT_LIMIT,
+    HELM_RECORD_GRACE,
     ROLLBACK_PENDING_GRACE,
     decide,
     plan_in_force,
@@ -1260,6 +1261,18 @@ def test_an_attempt_that_left_no_trace_is_run_again_at_once_after_a_restart() ->
     assert d.start_rollback == BASE_REV
     assert d.state.rollback is not None
     assert (d.state.rollback.attempts, d.state.rollback.failures) == (1, 0)
+
+
+def test_an_attempt_of_another_process_gets_time_to_show_up_in_the_history() -> None:
+    """Right after a restart (or while the old leader's helm is starting), no trace is not yet
+    proof that helm never ran: wait HELM_RECORD_GRACE before running it again."""
+    state = rolling_back(attempts=1, started_at=T0)
+    d = run(state, observe(release=release_at()), 5 * SEC)
+    assert names(d) == (ev.ROLLBACK_WAITING,)
+    assert d.start_rollback is None
+    assert d.state.rollback is not None and d.state.rollback.attempts == 1
+    later = run(d.state, observe(release=release_at()), HELM_RECORD_GRACE)
+    assert later.start_rollback == BASE_REV
 
 
 def test_interrupted_attempts_do_not_use_up_the_retries() -> None:

@@ -33,7 +33,7 @@ from canary.adapters.istio import IstioRouter
 from canary.adapters.kube import KubeWorkloads
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
 from canary.controller import Controller, Ports
-from canary.decide import rollback_backoff
+from canary.decide import HELM_RECORD_GRACE, rollback_backoff
 from canary.events import Emitter
 from canary.model import Outcome, Phase, RolloutState, Weights, state_from_json
 from canary.plan import Plan, load_plan_text
@@ -308,6 +308,9 @@ def test_killed_right_after_the_weight_write(world: World) -> None:
     assert world.app.rollbacks() == []
     assert world.state().phase is Phase.ROLLING_BACK
     restarted = world.controller()
+    restarted.tick()  # no trace of helm yet: it may still be starting; wait for it
+    assert world.app.rollbacks() == []
+    world.clock.offset += HELM_RECORD_GRACE  # rather than sleep through the grace
     run_until(world, restarted, phase(Phase.ROLLED_BACK))
     assert_rolled_back_once(world)
     assert ev.ROLLBACK_HELM_FAILED not in world.names()  # it never ran: not a failure
