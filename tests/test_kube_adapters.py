@@ -202,6 +202,7 @@ def test_a_write_patches_only_the_weights_and_our_annotation(cluster: KubeApiSer
     request = cluster.requests.last(method="PATCH")
     assert request.path == f"/apis/networking.istio.io/v1/namespaces/{NS}/virtualservices/reviews"
     assert request.content_type == "application/json-patch+json"
+    assert request.query.get("fieldManager") == "canary"  # named in managedFields
     assert request.body[0] == {
         "op": "test",
         "path": "/metadata/resourceVersion",

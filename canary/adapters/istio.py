@@ -31,6 +31,9 @@ PLURAL = "virtualservices"
 #: Newest first: v1 is GA since Istio 1.22; older meshes serve only v1beta1 or v1alpha3.
 VERSIONS = ("v1", "v1beta1", "v1alpha3")
 JSON_PATCH = "application/json-patch+json"
+#: Who owns the fields we write (managedFields): shown by `kubectl get -o yaml` and named in a
+#: Helm 4 server-side apply conflict, instead of the client's generic "OpenAPI-Generator".
+FIELD_MANAGER = "canary"
 
 
 def _pointer(key: str) -> str:
@@ -167,6 +170,7 @@ class IstioRouter:
                     plan.virtual_service.name,
                     ops,
                     _content_type=JSON_PATCH,
+                    field_manager=FIELD_MANAGER,
                     _request_timeout=DEFAULT_REQUEST_TIMEOUT,
                 ),
                 verb="patch",
@@ -261,6 +265,7 @@ class IstioRouter:
                 vs_name,
                 patch,
                 _content_type="application/merge-patch+json",
+                field_manager=FIELD_MANAGER,
                 _request_timeout=DEFAULT_REQUEST_TIMEOUT,
             ),
             verb="patch",

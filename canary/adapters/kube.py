@@ -101,12 +101,15 @@ def connect(
     burst: int = DEFAULT_BURST,
     host: str | None = None,
 ) -> client.ApiClient:
-    """An API client: ``host`` (tests), else in-cluster, else kubeconfig (``KUBECONFIG``)."""
+    """An API client, found the way kubectl and helm find theirs: ``host`` (tests), else an
+    explicit ``kubeconfig``/``context`` or ``$KUBECONFIG``, else in-cluster, else
+    ``~/.kube/config``. (On a pod-based CI runner this keeps canary and helm one identity.)"""
     configuration = client.Configuration()
     configuration.retries = DEFAULT_RETRIES
+    explicit = kubeconfig is not None or context is not None or os.environ.get("KUBECONFIG")
     if host is not None:
         configuration.host = host
-    elif kubeconfig is None and context is None and os.environ.get("KUBERNETES_SERVICE_HOST"):
+    elif not explicit and os.environ.get("KUBERNETES_SERVICE_HOST"):
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         try:
