@@ -109,7 +109,11 @@ class Controller:
     # -- public ------------------------------------------------------------------------------
 
     def tick(self, keys: Iterable[str] | None = None) -> dict[str, Decision]:
-        """One tick over the given plans (default: all), checks batched into one query."""
+        """One tick over the given plans (default: all), checks batched into one query.
+
+        Plans with no check due this tick are decided (and acted on) before the metrics are
+        asked for, so a slow Prometheus never delays a rollback, a move to stable or a step
+        that needs no check."""
         if not self._may_act():
             return {}
         wanted = list(keys) if keys is not None else sorted({*self.plans, *self.deleted})
@@ -117,26 +121,34 @@ class Controller:
         todo = wanted
         for _ in range(MAX_PASSES):
             seen = self._observe_all(todo)
-            again: list[str] = []
-            for key, s in seen.items():
-                try:
-                    decision = self._decide_and_act(s)
-                except Exception as exc:  # one rollout's trouble never stops the others
-                    self._failed(key, "act", exc)
-                    continue
-                out[key] = decision
-                job = self.jobs.get(key)
-                if decision.start_rollback is not None and not (job and job.running):
-                    again.append(key)  # helm ran inline: confirm it in this same tick
+            now_ready = {k: s for k, s in seen.items() if s.request is None}
+            checked = {k: s for k, s in seen.items() if s.request is not None}
+            again = self._act_all(now_ready, out)
+            if checked:
+                self._sample(checked)
+                again += self._act_all(checked, out)
             if not again:
                 break
             todo = again
         return out
 
+    def _act_all(self, seen: Mapping[str, _Seen], out: dict[str, Decision]) -> list[str]:
+        again: list[str] = []
+        for key, s in seen.items():
+            try:
+                decision = self._decide_and_act(s)
+            except Exception as exc:  # one rollout's trouble never stops the others
+                self._failed(key, "act", exc)
+                continue
+            out[key] = decision
+            job = self.jobs.get(key)
+            if decision.start_rollback is not None and not (job and job.running):
+                again.append(key)  # helm ran inline: confirm it in this same tick
+        return again
+
     # -- observe -----------------------------------------------------------------------------
 
     def _observe_all(self, keys: Iterable[str]) -> dict[str, _Seen]:
-        now = self.ports.clock.now()
         seen: dict[str, _Seen] = {}
         for key in keys:
             try:
@@ -146,18 +158,22 @@ class Controller:
                 continue
             if s is not None:
                 seen[key] = s
+        return seen
+
+    def _sample(self, seen: Mapping[str, _Seen]) -> None:
+        """One metrics call for every check due (the adapter batches the queries)."""
+        now = self.ports.clock.now()
         requests = [s.request for s in seen.values() if s.request is not None]
         samples: Mapping[str, MetricsSample] = {}
-        if requests:
-            try:
-                samples = self.ports.metrics.sample(requests, now)
-            except Exception as exc:  # the whole batch failed: every check is an ERROR
-                samples = {
-                    r.plan: MetricsSample(
-                        rollout_id=r.rollout_id, step=r.step, window=r.window, error=str(exc)
-                    )
-                    for r in requests
-                }
+        try:
+            samples = self.ports.metrics.sample(requests, now)
+        except Exception as exc:  # the whole batch failed: every check is an ERROR
+            samples = {
+                r.plan: MetricsSample(
+                    rollout_id=r.rollout_id, step=r.step, window=r.window, error=str(exc)
+                )
+                for r in requests
+            }
         for key, s in seen.items():
             if s.request is not None:
                 sample = samples.get(key) or MetricsSample(
@@ -167,7 +183,6 @@ class Controller:
                     error="the metrics source returned no answer for this rollout",
                 )
                 s.observation = _with(s.observation, metrics=sample)
-        return seen
 
     def _observe(self, key: str) -> _Seen | None:
         configured = self.plans.get(key) or self.deleted.get(key)

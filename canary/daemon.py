@@ -67,8 +67,8 @@ from canary.controller import Controller, Ports
 from canary.errors import ConfigError
 from canary.events import Emitter
 from canary.health import HealthServer
-from canary.model import Decision, Event, Phase, RolloutState
-from canary.plan import Plan, ReleaseRef
+from canary.model import Decision, Event, Phase, RolloutState, StateError, state_from_json
+from canary.plan import Plan, ReleaseRef, plan_from_spec
 from canary.plansource import NO_PLANS, PlanSource, Update, reconcile
 from canary.ports import Clock, ReleaseManager, SystemClock
 from canary.telemetry import Telemetry
@@ -93,8 +93,6 @@ TICK_WORKERS = 4
 HELM_WORKERS = 4
 #: Jobs that fall due within this long of each other share one tick (one Prometheus batch).
 GATHER = 0.05
-#: Results of this many recent batches are kept for waiters that wake late.
-KEPT_BATCHES = 8
 #: A job that could not run within this long of its time is skipped (and logged), not run late:
 #: the next one comes soon enough, and coalescing runs only one anyway.
 MISFIRE_GRACE = 30
@@ -109,6 +107,10 @@ SHUTDOWN_BUDGET = 10.0
 #: A job asked to run while its previous run is still going is skipped (coalesced); that is
 #: logged at most this often per job, with the number skipped.
 OVERLAP_LOG_EVERY = 60.0
+#: On SIGTERM, how long the ticks in flight get to finish (a tick waiting on a hung Prometheus
+#: takes up to its query timeout and retry, ~10 s): after this the lease is released anyway
+#: and the unfinished tick can no longer write (it asks the lease first), so exit stays < 10 s.
+TICK_DRAIN = 6.0
 #: Time the notifier gets to flush on shutdown (it never delays a rollback, nor an exit much).
 NOTIFY_FLUSH = 2.0
 
@@ -137,7 +139,9 @@ class TickBatcher:
     """Gathers tick requests that arrive together into one ``tick(keys)``.
 
     :meth:`request` blocks until a tick that included the key has completed and returns that
-    tick's decisions. One batch runs at a time; requests arriving meanwhile form the next.
+    tick's decisions. Requests arriving within :data:`GATHER` of each other share a batch;
+    batches run concurrently (one per tick thread), so a batch waiting on a slow Prometheus
+    never holds up the next one.
     """
 
     def __init__(
@@ -147,38 +151,39 @@ class TickBatcher:
         self._gather = gather
         self._cond = threading.Condition()
         self._pending: set[str] = set()
-        self._next = 1  # the batch the next request joins
-        self._done = 0  # the last batch completed
-        self._running = False
+        self._gathering = False
+        self._next = 1  # the batch being gathered
         self._results: dict[int, Mapping[str, Decision]] = {}
+        self._waiting: dict[int, int] = {}  # batch → requests waiting for its result
 
     def request(self, key: str) -> Mapping[str, Decision]:
         with self._cond:
             self._pending.add(key)
             mine = self._next
-            while self._done < mine:
-                if not self._running:
-                    self._running = True
-                    break
-                self._cond.wait()
-            else:
-                return self._results.get(mine, {})
+            if self._gathering:  # join the batch being gathered; its runner ticks it
+                self._waiting[mine] = self._waiting.get(mine, 0) + 1
+                while mine not in self._results:
+                    self._cond.wait()
+                result = self._results[mine]
+                self._waiting[mine] -= 1
+                if not self._waiting[mine]:
+                    del self._waiting[mine], self._results[mine]
+                return result
+            self._gathering = True
         time.sleep(self._gather)  # let the other jobs due now join this batch
         with self._cond:
             keys = sorted(self._pending)
             self._pending.clear()
             batch = self._next
             self._next += 1
+            self._gathering = False
         decisions: Mapping[str, Decision] = {}
         try:
             decisions = self._tick(keys)
         finally:
             with self._cond:
-                self._results[batch] = decisions
-                for old in [b for b in self._results if b < batch - KEPT_BATCHES]:
-                    del self._results[old]  # every waiter of those has woken long ago
-                self._done = batch
-                self._running = False
+                if self._waiting.get(batch):
+                    self._results[batch] = decisions
                 self._cond.notify_all()
         return decisions
 
@@ -223,6 +228,13 @@ class Daemon:
         self._probe: tuple[float, str] = (0.0, "not probed yet")
         self._probe_lock = threading.Lock()
         self._overlaps: dict[str, tuple[float, int]] = {}
+        self._inflight: set[str] = set()  # plans whose job is running now
+        self._again: set[str] = set()  # plans asked for while their job ran: run once more
+        self._jobs_lock = threading.Condition()
+        self._sync_lock = threading.RLock()
+        self._registered: set[str] = set()
+        self._lease_error = ""
+        self.unfinished = False
         self._loaded = False
         self.update: Update = NO_PLANS
         self.telemetry = Telemetry()
@@ -351,8 +363,19 @@ class Daemon:
         self._stopping = True
         self._stop.set()
         started = time.monotonic()
+        # Stop scheduling without waiting inside APScheduler (it would hold its job-store lock,
+        # which a finishing tick needs), then wait for the ticks in flight ourselves.
         with contextlib.suppress(Exception):
-            self.scheduler.shutdown(wait=True)  # the tick in flight finishes
+            self.scheduler.shutdown(wait=False)
+        deadline = time.monotonic() + TICK_DRAIN
+        with self._jobs_lock:
+            while self._inflight and time.monotonic() < deadline:
+                self._jobs_lock.wait(timeout=max(0.0, deadline - time.monotonic()))
+            unfinished = sorted(self._inflight)
+        if unfinished:
+            log.warning("daemon.tick_unfinished", plans=unfinished)
+        #: a tick thread still waits on I/O: the process must not wait for it at exit
+        self.unfinished = bool(unfinished)
         self.watcher.stop()
         running = [k for k, job in self.controller.jobs.items() if job.running]
         if running:
@@ -366,6 +389,13 @@ class Daemon:
         log.info("daemon.stopped", seconds=round(time.monotonic() - started, 3))
 
     def _watch_leadership(self) -> None:
+        error = self.elector.last_error
+        if error != self._lease_error:
+            self._lease_error = error
+            if error:
+                log.warning("lease.error", error=error)
+            else:
+                log.info("lease.recovered")
         leader = self.elector.is_leader
         if leader != self._was_leader:
             self._was_leader = leader
@@ -375,13 +405,17 @@ class Daemon:
                 lease=f"{self.config.lease.namespace}/{self.config.lease.name}",
             )
             if leader:
+                self._adopt_orphans()
+                self._report_invalid(list(self.update.invalid) + list(self.update.rejected))
                 self.trigger(*self.controller.plans, *self.controller.deleted)
+            else:
+                for key in self.telemetry.plans():  # the new leader reports them now
+                    self.telemetry.forget(key)
 
     # -- plans -------------------------------------------------------------------------------
 
     def reload_plans(self) -> None:
         """Poll the plans directory; apply a change to the controller, the watch and the jobs."""
-        self.telemetry.tick_completed()  # the scheduler is alive, served plans or not
         loaded = self.plans.poll()
         if loaded is None:
             return
@@ -391,26 +425,77 @@ class Daemon:
         self._loaded = True
         if update.has_changes:
             log.info("plans.loaded", directory=self.config.plans, **update.changes())
-        for key in update.invalidated if self.elector.is_leader else ():
-            # one Kubernetes Event per problem, from the leader (every replica logs plans.loaded)
+        if self.elector.is_leader:  # (a new leader reports what is invalid when it takes over)
+            self._report_invalid(update.invalidated)
+        self._sync_plans()
+
+    def _report_invalid(self, keys: Iterable[str]) -> None:
+        """One log line and Kubernetes Event per invalid plan, from the leader."""
+        for key in keys:
             ns, _, name = key.partition("/")
-            error = update.invalid.get(key) or update.rejected.get(key, "")
+            if not self._in_scope_ns(ns):
+                continue
+            error = self.update.invalid.get(key) or self.update.rejected.get(key, "")
             self.controller.emitter.emit(
                 ns, name, Event(ev.PLAN_INVALID, fields={"error": error}, warning=True)
             )
+
+    def _adopt_orphans(self) -> None:
+        """Rollouts whose plan was deleted while no controller ran: their state (with the plan
+        snapshot) is still on the VirtualService. Serve them as deleted plans, so their traffic
+        goes to stable (DESIGN §3) — memory of the directory is not needed for that."""
+        try:
+            states = self.router.states(list(self.config.namespaces) or None)
+        except Exception as exc:
+            log.warning("plans.orphans_unknown", error=str(exc))
+            return
+        # Only in namespaces this controller serves plans in (or was told to watch): another
+        # controller's rollouts elsewhere are not ours to send to stable.
+        ours = set(self.config.namespaces) or {p.namespace for p in self._served().values()}
+        for key, raw in states.items():
+            if key in self.controller.plans or key in self.controller.deleted:
+                continue
+            if key.partition("/")[0] not in ours:
+                continue
+            try:
+                state = state_from_json(raw)
+            except StateError:
+                continue
+            if state.phase is Phase.IDLE or not state.spec:
+                continue
+            ns, _, name = key.partition("/")
+            try:
+                plan = plan_from_spec(state.spec, name, ns, source="canary.dev/state")
+            except Exception as exc:
+                log.warning("plans.orphan_unreadable", plan=key, error=str(exc))
+                continue
+            self.controller.deleted[key] = plan
+            log.warning("plans.orphan", plan=key, phase=state.phase.value)
         self._sync_plans()
 
     def _served(self) -> dict[str, Plan]:
         return {**self.controller.deleted, **self.controller.plans}
 
     def _sync_plans(self) -> None:
+        with self._sync_lock:  # from the plans job and from tick threads
+            self._sync_plans_locked()
+
+    def _register(self, plan: Plan) -> None:
+        """Which VirtualService the plan's Events are about (needs API discovery: retried on
+        every tick until it worked)."""
+        if plan.key in self._registered:
+            return
+        with contextlib.suppress(Exception):
+            self.sink.register(
+                plan.namespace, plan.name, plan.virtual_service.name, self.router.version
+            )
+            self._registered.add(plan.key)
+
+    def _sync_plans_locked(self) -> None:
         served = self._served()
         watched = [p for p in served.values() if self._in_scope(p)]
         for plan in watched:
-            with contextlib.suppress(Exception):  # discovery may be down: the default applies
-                self.sink.register(
-                    plan.namespace, plan.name, plan.virtual_service.name, self.router.version
-                )
+            self._register(plan)
         self.watcher.set_interests([Interest.of(p) for p in watched])
         for plan in watched:
             job_id = f"tick:{plan.key}"
@@ -431,8 +516,10 @@ class Daemon:
                 self.telemetry.forget(job.id.removeprefix("tick:"))
 
     def _in_scope(self, plan: Plan) -> bool:
-        namespaces = self.config.namespaces
-        return not namespaces or plan.namespace in namespaces
+        return self._in_scope_ns(plan.namespace)
+
+    def _in_scope_ns(self, namespace: str) -> bool:
+        return not self.config.namespaces or namespace in self.config.namespaces
 
     # -- ticks -------------------------------------------------------------------------------
 
@@ -442,20 +529,55 @@ class Daemon:
             return
         now = datetime.now(UTC)
         for key in keys:
-            with contextlib.suppress(JobLookupError):
+            with self._jobs_lock:
+                if key in self._inflight:  # APScheduler would skip it: run it after this one
+                    self._again.add(key)
+                    continue
+            with contextlib.suppress(JobLookupError, RuntimeError):
                 self.scheduler.modify_job(f"tick:{key}", next_run_time=now)
 
     def _on_change(self, keys: Iterable[str], reason: str) -> None:
         self.trigger(*keys)
 
     def _tick_job(self, key: str) -> None:
-        if self._stopping:
+        with self._jobs_lock:
+            if self._stopping:
+                return
+            self._inflight.add(key)
+        try:
+            plan = self._served().get(key)
+            if plan is not None:
+                self._register(plan)
+            decisions = self.batcher.request(key)
+            decision = decisions.get(key)
+            if decision is not None:
+                self._after_tick(key, decision)
+            elif key in self.controller.deleted:
+                self._release_if_gone(key)
+        finally:
+            with self._jobs_lock:
+                self._inflight.discard(key)
+                again = key in self._again
+                self._again.discard(key)
+                self._jobs_lock.notify_all()
+            if again:
+                self.trigger(key)
+
+    def _release_if_gone(self, key: str) -> None:
+        """A deleted plan whose VirtualService is gone too has nothing left to send to stable."""
+        from canary.errors import NotFoundError  # noqa: PLC0415
+
+        plan = self.controller.deleted.get(key)
+        if plan is None:
             return
-        decisions = self.batcher.request(key)
-        decision = decisions.get(key)
-        if decision is None:
+        try:
+            self.router.read(plan)
+        except NotFoundError:
+            self.controller.deleted.pop(key, None)
+            log.info("plan.released", plan=key, why="its VirtualService is gone")
+            self._sync_plans()
+        except Exception:  # the API is down: try again next tick
             return
-        self._after_tick(key, decision)
 
     def _tick_batch(self, keys: list[str]) -> Mapping[str, Decision]:
         if self._stopping:
@@ -475,12 +597,13 @@ class Daemon:
             self._sync_plans()
             return
         plan = self._served().get(key)
-        job = self.scheduler.get_job(f"tick:{key}")
-        if plan is None or job is None:
+        if plan is None or self._stopping:
             return
-        wanted = cadence(plan, state).total_seconds()
-        if getattr(job.trigger, "interval", None) != timedelta(seconds=wanted):
-            self.scheduler.reschedule_job(job.id, trigger="interval", seconds=wanted)
+        with contextlib.suppress(JobLookupError, RuntimeError):  # removed, or shutting down
+            job = self.scheduler.get_job(f"tick:{key}")
+            wanted = cadence(plan, state).total_seconds()
+            if job is not None and job.trigger.interval != timedelta(seconds=wanted):
+                self.scheduler.reschedule_job(job.id, trigger="interval", seconds=wanted)
 
     def _on_job_trouble(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
@@ -501,16 +624,30 @@ class Daemon:
     # -- health ------------------------------------------------------------------------------
 
     def alive(self) -> bool:
+        """Ticks complete (a replica serving no plan has none to complete and is alive)."""
+        if not self._served():
+            return True
         return self.telemetry.tick_age() < WEDGED_AFTER.total_seconds()
 
     def ready(self) -> tuple[bool, Mapping[str, str]]:
         checks = {
-            "config": "loaded" if self._loaded else "plans not loaded yet",
+            "config": (
+                "plans not loaded yet"
+                if not self._loaded
+                else f"plans directory {self.config.plans} is missing or unreadable"
+                if not os.path.isdir(self.config.plans)
+                else "loaded"
+            ),
             "kubernetes": self.elector.last_error or "ok",
             "prometheus": self._prometheus_probe() or "ok",
             "role": "leader" if self.elector.is_leader else "standby",
         }
-        ok = self._loaded and not self.elector.last_error and checks["prometheus"] == "ok"
+        ok = (
+            self._loaded
+            and checks["config"] == "loaded"
+            and not self.elector.last_error
+            and checks["prometheus"] == "ok"
+        )
         return ok, checks
 
     def _prometheus_probe(self) -> str:

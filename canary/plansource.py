@@ -180,10 +180,14 @@ class Update:
         A key served again leaves ``deleted``; ``deleted`` keeps keys removed earlier until the
         daemon drops them.
         """
-        target.plans.clear()
+        # Never cleared and refilled: a tick running in another thread must not see a served
+        # plan missing (or an invalid one valid) for an instant. Add and change, then remove.
         target.plans.update(self.plans)
-        target.invalid.clear()
+        for key in [k for k in target.plans if k not in self.plans]:
+            target.plans.pop(key, None)
         target.invalid.update(self.invalid)
+        for key in [k for k in target.invalid if k not in self.invalid]:
+            target.invalid.pop(key, None)
         for key in self.plans:
             target.deleted.pop(key, None)
         target.deleted.update(self.deleted)

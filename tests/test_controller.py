@@ -258,3 +258,43 @@ def test_a_runner_that_cannot_start_helm_is_a_failed_attempt_not_a_hang() -> Non
     assert failed and "could not start helm" in failed[0][2].fields["error"]
     state = current_state(world)
     assert state is not None and state.rollback is not None and state.rollback.failures == 1
+
+
+def test_plans_with_no_check_due_are_acted_on_before_the_metrics_are_asked_for() -> None:
+    """A slow Prometheus delays only the checks: here the other rollout's move to stable (its
+    plan was deleted) is written before the metrics call of the same tick even starts."""
+    world = SimWorld.create(reviews(), "good")
+    other = twin(world.plan, "details")
+    world.cluster.bind(other)
+    world.cluster.install(
+        other.release.name,
+        other.namespace,
+        chart.values_for_plan(other, stable_image=world.scenario.stable_image),
+    )
+    ctrl = controller_for(world)
+    ctrl.plans[other.key] = other
+    ctrl.tick()
+    world.release_canary()
+    world.cluster.deploy_canary(
+        world.scenario.canary_image, release=other.release.name, namespace=other.namespace
+    )
+    for _ in range(12):  # both progressing, checks due every interval
+        world.advance(timedelta(seconds=5))
+        ctrl.tick()
+    assert world.router.read(other).weights != ALL_STABLE
+    seen_at_sample: list[Weights | None] = []
+    real = world.metrics.sample
+
+    def slow_sample(requests: object, at: object) -> object:
+        seen_at_sample.append(world.router.read(other).weights)
+        return real(requests, at)  # type: ignore[arg-type]
+
+    world.metrics.sample = slow_sample  # type: ignore[method-assign,assignment]
+    ctrl.deleted[other.key] = ctrl.plans.pop(other.key)  # details' plan is deleted
+    for _ in range(8):
+        world.advance(timedelta(seconds=5))
+        decisions = ctrl.tick()
+        if seen_at_sample and decisions.get(world.plan.key) is not None:
+            break
+    assert seen_at_sample, "no check was due for reviews"
+    assert seen_at_sample[0] == ALL_STABLE  # details was already safe when the query began

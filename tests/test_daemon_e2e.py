@@ -10,6 +10,7 @@ import itertools
 import json
 import random
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -407,3 +408,39 @@ def test_plans_reload_a_bad_plan_is_reported_and_a_deleted_one_goes_to_stable(
     state = cluster.app.state()
     assert state is not None and state.phase is Phase.IDLE
     assert state.last is not None and state.last.outcome is Outcome.ABANDONED
+
+
+def test_sigterm_during_a_check_on_a_hung_prometheus_still_exits_within_10_s(
+    cluster: Cluster,
+) -> None:
+    """The tick in flight waits on a Prometheus that accepts connections and never answers:
+    shutdown must not hang on it (nor on the scheduler's lock), and must release the lease."""
+    hung = socket.socket()
+    hung.bind(("127.0.0.1", 0))
+    hung.listen(64)  # the kernel accepts; nobody ever answers
+    try:
+        daemon = CanaryProcess(
+            cluster.workdir,
+            kube_url=cluster.kubeapi.url,
+            prometheus_url=f"http://127.0.0.1:{hung.getsockname()[1]}",
+            plans=cluster.plans,
+            helm=cluster.app.helm,
+        )
+        cluster.processes.append(daemon)
+        daemon.start()
+        daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+        cluster.app.upgrade(GOOD_TAG)
+        daemon.wait_for(lambda _: cluster.app.weights() == (90, 10))
+        time.sleep(3.0)  # settle (2 s) has passed: the first check is waiting on Prometheus
+        started = time.monotonic()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.process is not None
+        assert daemon.process.wait(timeout=10) == 0
+        print(f"\nSIGTERM with a check in flight → exit {time.monotonic() - started:.2f} s")
+        lease = cluster.kubeapi.get_object(
+            "coordination.k8s.io", "v1", "leases", "canary-system", "canary-leader"
+        )
+        assert lease is not None and not lease["spec"].get("holderIdentity")
+        assert cluster.app.weights() == (90, 10)  # nothing half-written: the step stands
+    finally:
+        hung.close()
