@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
+from canary.controller import Controller
 from canary.errors import ConflictError
 from canary.model import ALL_STABLE, Phase, Weights
 from canary.plan import Destination, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
@@ -33,6 +34,26 @@ def twin(base: Plan, app: str) -> Plan:
         ),
         workloads=WorkloadRefs(stable=f"{app}-v1", canary=f"{app}-v3"),
     )
+
+
+def two_rollouts() -> tuple[SimWorld, Plan, Controller]:
+    """reviews and its twin details in one world, one controller, both canaries released."""
+    world = SimWorld.create(reviews(), "good")
+    other = twin(world.plan, "details")
+    world.cluster.bind(other)
+    world.cluster.install(
+        other.release.name,
+        other.namespace,
+        chart.values_for_plan(other, stable_image=world.scenario.stable_image),
+    )
+    ctrl = controller_for(world)
+    ctrl.plans[other.key] = other
+    ctrl.tick()
+    world.release_canary()
+    world.cluster.deploy_canary(
+        world.scenario.canary_image, release=other.release.name, namespace=other.namespace
+    )
+    return world, other, ctrl
 
 
 def progressing(world: SimWorld) -> None:
@@ -110,21 +131,7 @@ def test_one_broken_plan_does_not_stop_the_others() -> None:
 
 
 def test_checks_of_many_rollouts_cost_one_metrics_call_per_tick() -> None:
-    world = SimWorld.create(reviews(), "good")
-    other = twin(world.plan, "details")
-    world.cluster.bind(other)
-    world.cluster.install(
-        other.release.name,
-        other.namespace,
-        chart.values_for_plan(other, stable_image=world.scenario.stable_image),
-    )
-    ctrl = controller_for(world)
-    ctrl.plans[other.key] = other
-    ctrl.tick()
-    world.release_canary()
-    world.cluster.deploy_canary(
-        world.scenario.canary_image, release=other.release.name, namespace=other.namespace
-    )
+    world, _, ctrl = two_rollouts()
     seen_both = 0
     for _ in range(60):
         world.advance(timedelta(seconds=5))
@@ -263,21 +270,7 @@ def test_a_runner_that_cannot_start_helm_is_a_failed_attempt_not_a_hang() -> Non
 def test_plans_with_no_check_due_are_acted_on_before_the_metrics_are_asked_for() -> None:
     """A slow Prometheus delays only the checks: here the other rollout's move to stable (its
     plan was deleted) is written before the metrics call of the same tick even starts."""
-    world = SimWorld.create(reviews(), "good")
-    other = twin(world.plan, "details")
-    world.cluster.bind(other)
-    world.cluster.install(
-        other.release.name,
-        other.namespace,
-        chart.values_for_plan(other, stable_image=world.scenario.stable_image),
-    )
-    ctrl = controller_for(world)
-    ctrl.plans[other.key] = other
-    ctrl.tick()
-    world.release_canary()
-    world.cluster.deploy_canary(
-        world.scenario.canary_image, release=other.release.name, namespace=other.namespace
-    )
+    world, other, ctrl = two_rollouts()
     for _ in range(12):  # both progressing, checks due every interval
         world.advance(timedelta(seconds=5))
         ctrl.tick()
