@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, TextIO
 
-from canary.model import Event
+from canary.model import Event, Outcome
 
 if TYPE_CHECKING:
     from canary.ports import EventSink
@@ -57,6 +57,17 @@ TICK_FAILED: Final = "tick.failed"
 CANARY_UNAVAILABLE: Final = "canary.unavailable"
 RELEASE_PENDING: Final = "release.pending"
 RELEASE_UNREADABLE: Final = "release.unreadable"
+
+#: Events that end a rollout, with the outcome they give it (``plan.deleted`` ends one only if
+#: it was still under way). Telemetry and `canary timeline` both read outcomes from events.
+ROLLOUT_ENDINGS: Final[Mapping[str, Outcome]] = {
+    ROLLOUT_SUCCEEDED: Outcome.SUCCEEDED,
+    ROLLOUT_ROLLED_BACK: Outcome.ROLLED_BACK,
+    ROLLOUT_ROLLBACK_FAILED: Outcome.ROLLBACK_FAILED,
+    ROLLOUT_SUPERSEDED: Outcome.SUPERSEDED,
+    ROLLOUT_BYPASSED: Outcome.BYPASSED,
+    PLAN_DELETED: Outcome.ABANDONED,
+}
 
 #: Every event name canary may emit; a test checks that code only emits these.
 CATALOG: Final[frozenset[str]] = frozenset(

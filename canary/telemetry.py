@@ -147,14 +147,7 @@ _CHECK_VERDICTS: Final = {
 }
 #: Events that end a rollout, with its outcome. ``plan.deleted`` ends one only if it was still
 #: under way (the start is still tracked); a Succeeded rollout ended at ``rollout.succeeded``.
-_ENDINGS: Final = {
-    ev.ROLLOUT_SUCCEEDED: Outcome.SUCCEEDED,
-    ev.ROLLOUT_ROLLED_BACK: Outcome.ROLLED_BACK,
-    ev.ROLLOUT_ROLLBACK_FAILED: Outcome.ROLLBACK_FAILED,
-    ev.ROLLOUT_SUPERSEDED: Outcome.SUPERSEDED,
-    ev.ROLLOUT_BYPASSED: Outcome.BYPASSED,
-    ev.PLAN_DELETED: Outcome.ABANDONED,
-}
+_ENDINGS: Final = ev.ROLLOUT_ENDINGS
 
 
 class Telemetry:

@@ -165,14 +165,7 @@ _INDENT: Final = " " * 18
 _LIST_AT_MOST: Final = 20
 
 #: Events that end a rollout, and the outcome they give it (as canary.telemetry counts them).
-_ENDINGS: Final[Mapping[str, Outcome]] = {
-    ev.ROLLOUT_SUCCEEDED: Outcome.SUCCEEDED,
-    ev.ROLLOUT_ROLLED_BACK: Outcome.ROLLED_BACK,
-    ev.ROLLOUT_ROLLBACK_FAILED: Outcome.ROLLBACK_FAILED,
-    ev.ROLLOUT_SUPERSEDED: Outcome.SUPERSEDED,
-    ev.ROLLOUT_BYPASSED: Outcome.BYPASSED,
-    ev.PLAN_DELETED: Outcome.ABANDONED,
-}
+_ENDINGS: Final = ev.ROLLOUT_ENDINGS
 #: After one of these a rollout is under way again (a resume, or `abort` in RollbackFailed).
 _RESTARTS: Final = frozenset(
     {ev.ROLLOUT_RESUMED, ev.ROLLOUT_PROMOTED, ev.STEP_STARTED, ev.ROLLBACK_STARTED}
