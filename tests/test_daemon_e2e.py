@@ -235,6 +235,15 @@ def test_a_bad_release_is_reverted_and_rolled_back_to_the_base(cluster: Cluster)
     assert [b["event"] for b in receiver.bodies] == [ev.ROLLOUT_STARTED, ev.ROLLOUT_ROLLED_BACK]
     assert "error-rate" in receiver.bodies[1]["reason"]
     assert receiver.url not in daemon.log_path.read_text()  # a webhook URL is a secret
+    # and the on-call view of the same log: `kubectl logs deploy/canary | canary timeline`
+    story = subprocess.run(
+        [sys.executable, "-m", "canary.cli", "timeline", str(daemon.log_path)],
+        capture_output=True, text=True, timeout=30, check=False,
+    )  # fmt: skip
+    assert story.returncode == 0, story.stderr
+    assert "step.started" in story.stdout and "check.failed" in story.stdout
+    assert "time to safe" in story.stdout and "attempt 1 succeeded" in story.stdout
+    assert "RolledBack" in story.stdout
 
 
 def test_a_canary_whose_pods_fail_at_50_percent_is_rolled_back(cluster: Cluster) -> None:
@@ -362,7 +371,9 @@ def test_sigkill_at_random_moments_never_repeats_a_rollback(cluster: Cluster) ->
     daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
     cluster.app.upgrade(BAD_TAG)
     for n in range(1, 4):
-        time.sleep(rng.uniform(0.5, 4.0))  # the kill lands wherever the daemon is by then
+        if n > 1:
+            daemon.wait_event("leader.acquired")  # kill a leader, not a standby still waiting
+        time.sleep(rng.uniform(0.2, 2.5))  # the kill lands wherever the daemon is by then
         daemon.kill()
         daemon = cluster.canary(f"run-{n}")
     daemon.wait_for(lambda _: cluster.phase() is Phase.ROLLED_BACK, limit=90)
@@ -444,3 +455,52 @@ def test_sigterm_during_a_check_on_a_hung_prometheus_still_exits_within_10_s(
         assert cluster.app.weights() == (90, 10)  # nothing half-written: the step stands
     finally:
         hung.close()
+
+
+def test_a_bad_plan_at_startup_is_reported_and_a_configmap_swap_fixes_it(
+    cluster: Cluster,
+) -> None:
+    """The plans directory laid out as the kubelet mounts a ConfigMap; the fix arrives as the
+    kubelet delivers it: a new generation directory and an atomic swap of ``..data``."""
+    mount = cluster.workdir / "mounted-plans"
+    mount.mkdir()
+
+    def generation(name: str, files: dict[str, str]) -> None:
+        gen = mount / name
+        gen.mkdir()
+        for file, text in files.items():
+            (gen / file).write_text(text)
+        tmp = mount / "..data_tmp"
+        tmp.symlink_to(name)
+        tmp.replace(mount / "..data")  # atomic, as the kubelet does
+        for file in files:
+            link = mount / file
+            if not link.is_symlink():
+                link.symlink_to(f"..data/{file}")
+
+    good = fast_plan(cluster.app.namespace)
+    broken = good.replace("steps:", "stepz:", 1).replace("name: reviews\n", "name: ratings\n", 1)
+    generation("..2026_11_22_10_00_00.1", {"reviews.yaml": good, "ratings.yaml": broken})
+    daemon = CanaryProcess(
+        cluster.workdir,
+        kube_url=cluster.kubeapi.url,
+        prometheus_url=cluster.prometheus.url,
+        plans=mount,
+        helm=cluster.app.helm,
+    )
+    cluster.processes.append(daemon)
+    daemon.start()
+    ratings = f"{cluster.app.namespace}/ratings"
+    invalid = daemon.wait_event(ev.PLAN_INVALID, plan=ratings)  # present at startup: reported
+    assert "spec.stepz" in invalid["error"]
+    daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)  # the good plan is served
+    edited = good.replace("failureLimit: 2", "failureLimit: 3", 1)
+    assert edited != good
+    generation("..2026_11_22_10_05_00.2", {"reviews.yaml": edited})
+    (mount / "ratings.yaml").unlink()  # the kubelet drops the key's link with the swap
+    loaded = daemon.wait_for(
+        lambda rs: next(
+            (r for r in rs if r.get("event") == "plans.loaded" and r.get("changed")), None
+        )
+    )
+    assert loaded["changed"] == [cluster.key]  # the new generation was read, whole
