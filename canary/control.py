@@ -22,7 +22,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from canary import exitcodes
-from canary.errors import CanaryError, ConfigError, ForbiddenError, TransientError
+from canary.errors import (
+    CanaryError,
+    ConfigError,
+    ForbiddenError,
+    NotFoundError,
+    TransientError,
+)
 from canary.model import (
     Command,
     CommandName,
@@ -47,6 +53,7 @@ class Target:
     namespace: str
     name: str
     canary_workload: str | None = None  # known from a plan file, or from the state's snapshot
+    stable_workload: str | None = None
 
     @property
     def key(self) -> str:
@@ -105,7 +112,7 @@ def resolve(arg: str) -> Target:
         if len(plans) != 1:
             raise ConfigError(f"{arg}: holds {len(plans)} plans; name one as NAMESPACE/NAME")
         plan = plans[0]
-        return Target(plan.namespace, plan.name, plan.workloads.canary)
+        return Target(plan.namespace, plan.name, plan.workloads.canary, plan.workloads.stable)
     if not _KEY.match(arg):
         raise ConfigError(
             f"{arg!r} is neither a plan file nor NAMESPACE/NAME (e.g. bookinfo/reviews)"
@@ -219,6 +226,7 @@ def cmd_status(
     args: argparse.Namespace, out: TextIO, err: TextIO, connect: Connect = _connect
 ) -> int:
     now = datetime.now(UTC)
+    rows: list[dict[str, Any]] = []
     try:
         cluster = connect(args)
         if args.plan:
@@ -232,7 +240,18 @@ def cmd_status(
             except Exception:  # Events are a nicety: no RBAC for them is no failure
                 rows[0]["lastEvent"] = rows[0]["lastCheck"] = ""
         else:
-            rows = [summary(k, s, now) for k, s in cluster.states(args.namespace or []).items()]
+            failures: list[CanaryError] = []
+            for scope in args.namespace or [None]:  # one list per namespace: partial RBAC
+                try:
+                    found = cluster.states([scope] if scope else [])
+                except CanaryError as problem:
+                    failures.append(problem)
+                    continue
+                rows += [summary(k, s, now) for k, s in found.items()]
+            for failure in failures:
+                print(f"canary: {failure}", file=err)
+            if failures and not rows:
+                return _fail(err, failures[0])
     except CanaryError as exc:
         return _fail(err, exc)
     if args.output == "table":
@@ -269,6 +288,11 @@ class Binding:
         self.canary_hash = canary_hash
         self.revision = revision
         self.before_id = before.rollout_id if before else ""
+        # At rest, the state still names the rollout that ended last: never ours (DESIGN §5:
+        # wait never reports an older rollout's outcome). A later rollout has a new id.
+        self.stale: set[str] = set()
+        if before is not None and before.phase is Phase.IDLE:
+            self.stale = {before.rollout_id, before.last.rollout_id if before.last else ""}
         self.rollout_id: str | None = None
 
     def verdict(self, state: RolloutState | None) -> int | None:
@@ -277,6 +301,8 @@ class Binding:
         if self.rollout_id is None:
             self._bind(state)
         if self.rollout_id is None:
+            if self.revision is not None and self._other(state):
+                return exitcodes.SUPERSEDED  # a newer revision's canary is the one now
             if state.rollout_id and state.rollout_id != self.before_id and self._other(state):
                 return exitcodes.SUPERSEDED  # a newer canary started before ours was seen
             return None
@@ -284,13 +310,17 @@ class Binding:
 
     def _bind(self, state: RolloutState) -> None:
         if self.revision is not None:
-            if state.revision == self.revision and state.rollout_id:
-                self.rollout_id = state.rollout_id
+            if state.revision == self.revision and state.rollout_id not in self.stale:
+                self.rollout_id = state.rollout_id or None
             return
         if self.canary_hash is not None:
-            if state.canary_hash == self.canary_hash and state.rollout_id:
-                self.rollout_id = state.rollout_id
-            elif state.last is not None and state.last.canary_hash == self.canary_hash:
+            if state.canary_hash == self.canary_hash and state.rollout_id not in self.stale:
+                self.rollout_id = state.rollout_id or None
+            elif (
+                state.last is not None
+                and state.last.canary_hash == self.canary_hash
+                and state.last.rollout_id not in self.stale
+            ):
                 self.rollout_id = state.last.rollout_id
             return
         # neither known (NAMESPACE/NAME of an Idle plan): the next rollout that starts
@@ -318,11 +348,27 @@ def cmd_wait(
     try:
         target = resolve(args.plan)
         cluster = connect(args)
-        _, state, _ = cluster.state(target)
-        canary_hash = None
-        workload = target.canary_workload or _snapshot_canary(state)
-        if args.revision is None and workload is not None:
-            canary_hash = cluster.workloads.status(target.namespace, workload).template_hash
+        while True:
+            try:
+                _, state, _ = cluster.state(target)
+                canary_hash = None
+                canary, stable = target.canary_workload, target.stable_workload
+                if canary is None:
+                    canary, stable = _snapshot_workloads(state)
+                if args.revision is None and canary is not None:
+                    live = cluster.workloads.status(target.namespace, canary).template_hash
+                    same = stable is not None and (
+                        cluster.workloads.status(target.namespace, stable).template_hash == live
+                    )
+                    # canary = stable: nothing to analyse yet (wait started before the
+                    # upgrade, or after a promotion): the verdict is the next rollout's
+                    canary_hash = None if same else live
+                break
+            except TransientError as exc:
+                if clock() >= deadline:
+                    raise
+                print(f"  (retrying: {exc})", file=err)
+                sleep(POLL)
     except CanaryError as exc:
         return _fail(err, exc)
     binding = Binding(canary_hash, args.revision, state)
@@ -357,15 +403,18 @@ def cmd_wait(
             _, state, _ = cluster.state(target)
         except TransientError as exc:  # the API server or the network: keep waiting
             print(f"  (retrying: {exc})", file=err)
+        except NotFoundError:  # the state annotation was stripped: the controller restores it
+            print("  (no canary.dev/state right now; waiting for the controller)", file=err)
+            state = None
         except CanaryError as exc:
             return _fail(err, exc)
 
 
-def _snapshot_canary(state: RolloutState | None) -> str | None:
+def _snapshot_workloads(state: RolloutState | None) -> tuple[str | None, str | None]:
     spec = state.spec if state is not None else None
     workloads = (spec or {}).get("workloads") or {}
-    canary = workloads.get("canary")
-    return str(canary) if canary else None
+    canary, stable = workloads.get("canary"), workloads.get("stable")
+    return (str(canary) if canary else None, str(stable) if stable else None)
 
 
 def _meaning(code: int) -> str:
@@ -378,11 +427,26 @@ def _meaning(code: int) -> str:
     }.get(code, str(code))
 
 
+def _attempts(state: RolloutState) -> int:
+    return state.rollback.attempts if state.rollback else 0
+
+
 #: What each command needs of the rollout, and how to tell it took effect.
 _NEEDS: dict[CommandName, tuple[frozenset[Phase], Callable[[RolloutState, RolloutState], bool]]] = {
     CommandName.ABORT: (
-        frozenset({Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED, Phase.ROLLBACK_FAILED}),
-        lambda before, after: after.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK),
+        frozenset(
+            {
+                Phase.PENDING,
+                Phase.PROGRESSING,
+                Phase.PAUSED,
+                Phase.SUCCEEDED,
+                Phase.ROLLBACK_FAILED,
+            }
+        ),
+        lambda before, after: (
+            after.phase in (Phase.ROLLING_BACK, Phase.ROLLED_BACK)
+            or _attempts(after) > _attempts(before)  # RollbackFailed: one more helm attempt
+        ),
     ),
     CommandName.PAUSE: (
         frozenset({Phase.PROGRESSING}),
@@ -468,7 +532,10 @@ def cmd_command(
     print(
         f"canary: the controller did not act on {name} for {target.key} within "
         f"{format_duration(args.timeout)}; is it running and leading? "
-        "(kubectl logs deploy/canary; canary status)",
+        "(kubectl logs deploy/canary; canary status)\n"
+        f"  the command is still pending and will be applied when a controller acts; to "
+        f"withdraw it: kubectl -n {target.namespace} annotate virtualservice {vs_name} "
+        "canary.dev/command-",
         file=err,
     )
     return exitcodes.TIMEOUT

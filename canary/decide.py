@@ -254,6 +254,14 @@ def _start(t: _Tick, attempt: int, base: int | None) -> None:
     as configured now (edits apply to the next rollout, DESIGN §3)."""
     t.plan = t.current
     chash = t.obs.canary.template_hash
+    # A rollout id names one rollout: the same canary started again (redeployed after it ended,
+    # or after a human fixed a failed rollback) gets the next attempt, never a reused id.
+    prefix = rollout_id(chash, 0).rpartition("-")[0]
+    earlier = [t.s.rollout_id, t.s.last.rollout_id if t.s.last else ""]
+    used = [
+        int(n) for p, _, n in (r.rpartition("-") for r in earlier) if p == prefix and n.isdigit()
+    ]
+    attempt = max([attempt, *(n + 1 for n in used)])
     t.s = RolloutState(
         plan=t.plan.key,
         phase=Phase.PENDING,

@@ -228,6 +228,77 @@ def test_wait_with_a_bad_plan_argument_is_a_usage_error(rig: Rig) -> None:
     assert "neither a plan file nor NAMESPACE/NAME" in err
 
 
+def test_wait_started_before_the_upgrade_binds_to_the_next_rollout(rig: Rig) -> None:
+    """The canary equals stable when wait starts: the verdict is the next rollout's, not the
+    last one's and not "superseded"."""
+    upgraded = [False]
+
+    def upgrade_after_first_poll(_: float) -> None:
+        if not upgraded[0]:
+            rig.app.upgrade("1.20.2")
+            upgraded[0] = True
+        rig.tick()
+
+    args = build_parser().parse_args(
+        ["wait", str(rig.plan_file), "--timeout", "5m", "--kubeconfig", str(rig.kubeconfig)]
+    )
+    out = io.StringIO()
+    code = control.cmd_wait(args, out, io.StringIO(), sleep=upgrade_after_first_poll)
+    assert code == exitcodes.SUCCEEDED, out.getvalue()
+    assert "waiting for" in out.getvalue() and "the next rollout" in out.getvalue()
+
+
+def test_wait_for_a_revision_already_superseded_exits_5(rig: Rig) -> None:
+    first = rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    rig.app.upgrade("1.20.3")
+    rig.tick()
+    code, out, _ = rig.run(["wait", rig.key, "--revision", str(first), "--timeout", "1m"])
+    assert code == exitcodes.SUPERSEDED, out
+
+
+def test_wait_rides_out_api_errors_and_a_stripped_state(rig: Rig) -> None:
+    rig.app.upgrade("1.20.2")
+    rig.kubeapi.fail(503, times=2, resource="virtualservices", method="GET")
+    stripped = [False]
+
+    def strip_once(_: float) -> None:
+        state = rig.app.state()
+        if not stripped[0] and state is not None and state.phase is Phase.PROGRESSING:
+            rig.kubeapi.edit(
+                "networking.istio.io", "v1", "virtualservices", rig.namespace, "reviews",
+                lambda vs: vs["metadata"]["annotations"].pop("canary.dev/state"),
+            )  # fmt: skip
+            stripped[0] = True
+            return  # one poll sees no state at all
+        rig.tick()
+
+    args = build_parser().parse_args(
+        ["wait", rig.key, "--timeout", "10m", "--kubeconfig", str(rig.kubeconfig)]
+    )
+    out, err = io.StringIO(), io.StringIO()
+    code = control.cmd_wait(args, out, err, sleep=strip_once)
+    assert stripped[0]
+    assert "retrying" in err.getvalue() and "no canary.dev/state" in err.getvalue()
+    # the controller restarts the analysis after state.lost; wait reports that rollout's end
+    assert code in (exitcodes.SUCCEEDED, exitcodes.SUPERSEDED), out.getvalue()
+
+
+def test_a_canary_redeployed_after_its_rollout_ended_is_a_new_rollout_for_wait(rig: Rig) -> None:
+    rig.metrics.error_rate = 0.3
+    rig.app.helm.fail_next(3)
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.ROLLBACK_FAILED)
+    fixed = rig.app.helm.run("rollback", "reviews", "1", "--namespace", rig.namespace)
+    assert fixed.returncode == 0, fixed.stderr  # a human fixes the release by hand
+    rig.until(Phase.IDLE)
+    rig.metrics.error_rate = 0.0
+    rig.app.upgrade("1.20.2")  # the same canary again
+    code, out, _ = rig.run(["wait", str(rig.plan_file), "--timeout", "5m"])
+    assert code == exitcodes.SUCCEEDED, out  # not the old RollbackFailed (4)
+    assert rig.app.state().rollout_id.endswith("-2")  # type: ignore[union-attr]
+
+
 # --- commands -----------------------------------------------------------------------------
 
 
@@ -261,6 +332,26 @@ def test_pause_resume_promote_full_abort_and_retry(rig: Rig) -> None:
         "canary.dev/command"
     )
     assert command is None  # consumed with its effect
+
+
+def test_abort_of_a_succeeded_canary_rolls_it_back(rig: Rig) -> None:
+    """CI is gone and 100 % of traffic is on the canary: on-call can still take it back."""
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.SUCCEEDED)
+    code, _, err = rig.run(["abort", rig.key])
+    assert code == 0, err
+    rig.until(Phase.ROLLED_BACK)
+    assert rig.app.weights() == (100, 0) and len(rig.app.rollbacks()) == 1
+
+
+def test_status_across_namespaces_shows_what_it_may_read(rig: Rig) -> None:
+    rig.kubeapi.deny("list", "networking.istio.io", "virtualservices", namespace="forbidden")
+    code, out, err = rig.run(
+        ["status", "-o", "json", "--namespace", "forbidden", "--namespace", rig.namespace]
+    )
+    assert code == 0
+    assert [r["plan"] for r in json.loads(out)] == [rig.key]
+    assert "forbidden" in err and "list" in err
 
 
 def test_a_command_the_phase_does_not_allow_is_refused_before_writing(rig: Rig) -> None:

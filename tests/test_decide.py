@@ -73,6 +73,7 @@ from tests.support.builders import (
     idle,
     inconclusive,
     job,
+    last,
     observe,
     passing,
     paused,
@@ -2105,3 +2106,15 @@ def test_a_misconfigured_query_pauses_on_stable_instead_of_counting_errors() -> 
     assert d.weights == ALL_STABLE and d.start_rollback is None
     assert names(d) == (ev.CHECK_ERROR, ev.PLAN_INVALID, ev.ROLLOUT_PAUSED, ev.WEIGHT_SET)
     assert "broken" in d.state.reason and PLAN.key in d.state.reason
+
+
+def test_the_same_canary_started_again_gets_a_new_rollout_id() -> None:
+    """A rollout id names one rollout: a canary redeployed after its rollout ended (here a
+    RollbackFailed a human fixed) gets the next attempt, so `wait` never mistakes the old
+    rollout's outcome for the new one's."""
+    state = idle(rollout_id=RID, canary_hash=CANARY_HASH, last=last(Outcome.ROLLBACK_FAILED))
+    d = run(state, observe())
+    assert d.state.phase is Phase.PENDING
+    assert d.state.rollout_id == rollout_id(CANARY_HASH, 2) != RID
+    other = run(idle(last=last(Outcome.SUCCEEDED, canary_hash=NEW_CANARY_HASH)), observe())
+    assert other.state.rollout_id == RID  # another canary starts at attempt 1
