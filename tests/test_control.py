@@ -13,8 +13,8 @@ import argparse
 import io
 import itertools
 import json
-from collections.abc import Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -29,47 +29,16 @@ from canary.adapters.kube import KubeEventSink, KubeWorkloads
 from canary.cli import build_parser
 from canary.controller import Controller, Ports
 from canary.events import Emitter
-from canary.model import MetricsSample, MetricValue, Phase
+from canary.model import Phase
 from canary.plan import Plan, load_plan_text
-from canary.ports import CheckRequest
 from canary.timeline import describe
 from tests.support.bookinfo import Bookinfo, fast_plan
 from tests.support.daemon import write_kubeconfig
 from tests.support.kubeapi import KubeApiServer
+from tests.support.stubs import Clock, Metrics
 
 pytest.importorskip("helm_python")
 _namespaces = itertools.count(1)
-
-
-class Metrics:
-    """Every check passes, or (``error_rate`` above the plan's 5 %) fails."""
-
-    def __init__(self) -> None:
-        self.error_rate = 0.0
-
-    def sample(self, requests: Sequence[CheckRequest], at: datetime) -> Mapping[str, MetricsSample]:
-        return {
-            r.plan: MetricsSample(
-                rollout_id=r.rollout_id,
-                step=r.step,
-                window=r.window,
-                canary_requests=500.0,
-                stable_requests=4500.0,
-                metrics=tuple(
-                    MetricValue(m.name, value=self.error_rate if "error" in m.name else 10.0)
-                    for m in r.metrics
-                ),
-            )
-            for r in requests
-        }
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now_ = datetime.now(UTC)
-
-    def now(self) -> datetime:
-        return self.now_
 
 
 class Rig:
