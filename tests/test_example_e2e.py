@@ -131,3 +131,38 @@ def test_a_bad_release_of_the_example_is_rolled_back_to_its_base(example: Exampl
     ]
     assert example.weights() == [100, 0]
     assert example.image("canary").endswith(":6.7.0")
+
+
+def _istio_spec_validator(file: str) -> Any:
+    import json
+    import os
+
+    import jsonschema
+
+    path = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "istio" / file
+    if not path.exists():  # the workspace's shared/ sits beside the repository (and in CI)
+        if os.environ.get("CI"):
+            pytest.fail(f"Istio schema not found at {path}")
+        pytest.skip(f"Istio schema not found at {path}")
+    spec = json.loads(path.read_text())["properties"]["spec"]
+    return jsonschema.Draft4Validator(spec)
+
+
+def test_the_examples_istio_objects_are_valid_for_istio_before_and_during_a_rollout(
+    example: Example,
+) -> None:
+    """The chart's VirtualService and DestinationRule against Istio's own schemas, and the
+    VirtualService again as canary left it mid-rollout (weights 90/10 written by us)."""
+    checks = {
+        ("VirtualService", "virtualservices"): _istio_spec_validator("virtualservice_v1.json"),
+        ("DestinationRule", "destinationrules"): _istio_spec_validator("destinationrule_v1.json"),
+    }
+    example.until(Phase.IDLE)
+    example.helm.upgrade(RELEASE, NS, values=values("6.7.0", "6.7.1"))
+    example.until(Phase.PROGRESSING)
+    assert example.weights() == [90, 10]
+    for (kind, plural), validator in checks.items():
+        obj = example.kubeapi.get_object("networking.istio.io", "v1", plural, NS, RELEASE)
+        assert obj is not None and obj["kind"] == kind
+        errors = [f"{list(e.path)}: {e.message}" for e in validator.iter_errors(obj["spec"])]
+        assert errors == []
