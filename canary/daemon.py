@@ -380,7 +380,10 @@ class Daemon:
         running = [k for k, job in self.controller.jobs.items() if job.running]
         if running:
             log.info("daemon.waiting_for_helm", plans=running)
-        self.helm_pool.shutdown(wait=True)  # a running helm is never killed (DESIGN §7)
+        # A running helm is never killed (DESIGN §7); one still queued behind the workers is
+        # not started now (the grace period is sized for one helm): the next leader runs it
+        # once HELM_RECORD_GRACE shows it left no trace.
+        self.helm_pool.shutdown(wait=True, cancel_futures=True)
         self._lease_stop.set()
         self._elector_thread.join(timeout=SHUTDOWN_BUDGET)  # releases the lease on its way out
         self.notifier.close(NOTIFY_FLUSH)
@@ -425,6 +428,14 @@ class Daemon:
         self._loaded = True
         if update.has_changes:
             log.info("plans.loaded", directory=self.config.plans, **update.changes())
+        for key in update.added:
+            if not self._in_scope_ns(key.partition("/")[0]):  # never served: say so, once
+                log.warning(
+                    "plan.out_of_scope",
+                    plan=key,
+                    namespaces=list(self.config.namespaces),
+                    fix="add its namespace to --namespace (and to the chart's rbac.namespaces)",
+                )
         if self.elector.is_leader:  # (a new leader reports what is invalid when it takes over)
             self._report_invalid(update.invalidated)
         self._sync_plans()

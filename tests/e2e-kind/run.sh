@@ -79,9 +79,9 @@ canary status demo/podinfo -o json | grep -q '"phase": "Idle"'
 
 step "5. a bad release → rolled back (exit 1)"
 helm upgrade podinfo "$ROOT/deploy/examples/podinfo/chart" --namespace demo --reuse-values \
-  --set canary.image.tag=6.7.2 --set 'canary.extraArgs={--random-error}'
+  --set canary.image.tag=6.7.1 --set 'canary.extraArgs={--random-error}'  # as the guide
 expect_exit 1 canary wait demo/podinfo --timeout 30m
 helm history podinfo -n demo -o json | grep -q '"description":"Rollback to'
-kubectl -n canary-system logs deploy/canary | canary timeline --plan demo/podinfo
+kubectl -n canary-system logs -l app.kubernetes.io/name=canary --tail=-1 --prefix | canary timeline --plan demo/podinfo
 
 echo "PASS"
