@@ -36,9 +36,9 @@ FROM ${PYTHON_IMAGE} AS build
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 RUN python3 -m venv /opt/canary
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY canary ./canary
-RUN /opt/canary/bin/pip install . \
+RUN /opt/canary/bin/pip install -c constraints.txt . \
     && /opt/canary/bin/canary --help >/dev/null
 
 # --- runtime ---------------------------------------------------------------------------------

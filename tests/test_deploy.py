@@ -44,7 +44,7 @@ CRD_KINDS = {"ServiceMonitor"}
 #: DESIGN §7 / docs/running.md §8: helm gets rollback.timeout + 60 s, plus ~10 s for the tick
 #: in flight and the flushes.
 HELM_GRACE_S = 60
-SHUTDOWN_S = 10
+SHUTDOWN_S = 20
 
 
 def _load_render_module() -> ModuleType:

@@ -138,3 +138,26 @@ def test_the_build_context_is_only_what_the_image_needs() -> None:
         if ins.keyword == "COPY" and "--from=" not in ins.args:
             copied.update(p.rstrip("/").removeprefix("./") for p in ins.args.split()[:-1])
     assert copied == allowed
+
+
+def test_the_python_dependencies_are_pinned_to_the_tested_versions() -> None:
+    """The image installs with constraints.txt: every runtime dependency of pyproject.toml at
+    the exact version the tests ran with."""
+    import re
+    import tomllib
+    from importlib.metadata import version
+
+    root = Path(__file__).resolve().parents[1]
+    assert "pip install -c constraints.txt ." in (root / "Dockerfile").read_text()
+    assert "!constraints.txt" in (root / ".dockerignore").read_text()
+    pins = dict(
+        line.split("==", 1)
+        for line in (root / "constraints.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    norm = {re.sub(r"[-_.]+", "-", k).lower(): v for k, v in pins.items()}
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    for dep in deps:
+        name = re.sub(r"[-_.]+", "-", re.split(r"[<>=!~ \[]", dep, maxsplit=1)[0]).lower()
+        assert name in norm, f"{name} is not pinned in constraints.txt"
+        assert norm[name] == version(name), f"{name}: pinned {norm[name]}, tested {version(name)}"

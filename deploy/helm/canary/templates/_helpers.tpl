@@ -68,8 +68,8 @@ owns. Rendered here so that the Deployment can carry its checksum.
 
 {{/* Fails the render when the pod could be killed while its helm rollback runs (DESIGN §7). */}}
 {{- define "canary.checkGracePeriod" -}}
-{{- $needed := add (int .Values.maxRollbackTimeoutSeconds) 70 -}}
+{{- $needed := add (int .Values.maxRollbackTimeoutSeconds) 80 -}}
 {{- if le (int .Values.terminationGracePeriodSeconds) (int $needed) -}}
-{{- fail (printf "terminationGracePeriodSeconds: %d must exceed maxRollbackTimeoutSeconds (%d) + 60 s helm grace + 10 s for the tick and flushes = %d: the kubelet would kill a running helm rollback" (int .Values.terminationGracePeriodSeconds) (int .Values.maxRollbackTimeoutSeconds) $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds: %d must exceed maxRollbackTimeoutSeconds (%d) + 60 s helm grace + 20 s for the tick drain, lease release and flushes = %d: the kubelet would kill a running helm rollback" (int .Values.terminationGracePeriodSeconds) (int .Values.maxRollbackTimeoutSeconds) $needed) -}}
 {{- end -}}
 {{- end -}}
