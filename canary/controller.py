@@ -102,6 +102,9 @@ class Controller:
     #: called with the plan key when a helm rollback run by ``runner`` ended (the daemon ticks
     #: that plan at once to confirm it, rather than at its next interval)
     on_rollback_done: Callable[[str], None] | None = None
+    #: called with the plan and the resourceVersion of every VirtualService write of ours (the
+    #: daemon's watch then skips the event our own write causes)
+    on_write: Callable[[Plan, str], None] | None = None
 
     def _may_act(self) -> bool:
         return self.leader is None or self.leader()
@@ -262,13 +265,15 @@ class Controller:
             if not self._may_act():  # the lease was lost during this tick
                 return Decision(state=decision.state)
             try:
-                self.ports.router.write(
+                written = self.ports.router.write(
                     plan,
                     seen.view,
                     decision.weights,
                     state_to_json(decision.state),
                     decision.consume_command,
                 )
+                if self.on_write is not None:
+                    self.on_write(plan, written.version)
                 break
             except ConflictError:
                 fresh = self._observe(plan.key)

@@ -283,6 +283,9 @@ class Daemon:
             runner=self.helm_pool,
             leader=lambda: self.elector.is_leader,
             on_rollback_done=self.trigger,
+            on_write=lambda plan, version: self.watcher.note_own_write(
+                plan.namespace, plan.virtual_service.name, version
+            ),
         )
         self.batcher = TickBatcher(self._tick_batch)
         self.plans = PlanSource(config.plans)

@@ -291,3 +291,17 @@ def test_plans_with_no_check_due_are_acted_on_before_the_metrics_are_asked_for()
             break
     assert seen_at_sample, "no check was due for reviews"
     assert seen_at_sample[0] == ALL_STABLE  # details was already safe when the query began
+
+
+def test_every_write_is_reported_with_its_resource_version() -> None:
+    """The daemon's watch skips the event of our own write by this version."""
+    world = SimWorld.create(reviews(), "good")
+    ctrl = controller_for(world)
+    seen: list[tuple[str, str]] = []
+    ctrl.on_write = lambda plan, version: seen.append((plan.key, version))
+    ctrl.tick()
+    world.release_canary()
+    ctrl.tick()
+    assert seen and all(key == world.plan.key for key, _ in seen)
+    assert seen[-1][1] == world.router.read(world.plan).version
+    assert len({v for _, v in seen}) == len(seen)  # one new version per write
