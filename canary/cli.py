@@ -22,7 +22,7 @@ from canary.config import add_common_flags, load_config
 from canary.errors import ConfigError, PlanError
 from canary.events import configure_logging
 from canary.model import MetricsSample, Verdict, Weights
-from canary.plan import MetricType, Plan, format_duration, load_plan_files, parse_duration
+from canary.plan import MetricType, Plan, format_duration, load_plan_files
 from canary.ports import CheckRequest
 from canary.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary, render_key, requests_key
 from canary.sim.run import SCENARIOS, demo, simulate
@@ -322,13 +322,6 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return code
 
 
-def _duration(text: str) -> timedelta:
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="canary",
@@ -348,7 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("plans", nargs="+", metavar="PLAN", help="plan file or directory")
     p.add_argument(
         "--scrape-interval",
-        type=_duration,
+        type=control.duration_arg,
         default=os.environ.get("CANARY_SCRAPE_INTERVAL", "15s"),
         help="Prometheus's scrape interval, for warnings about windows (env "
         "CANARY_SCRAPE_INTERVAL; default 15s)",
@@ -364,7 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scrape-interval",
-        type=_duration,
+        type=control.duration_arg,
         default=os.environ.get("CANARY_SCRAPE_INTERVAL", "15s"),
         help="Prometheus's scrape interval; the window is rounded down to a multiple of it",
     )
@@ -379,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
             default=os.environ.get(env, ""),
             help=f"{what}{' (a file, never logged)' if 'file' in flag else ''} (env {env})",
         )
-    p.add_argument("--timeout", type=_duration, default="5s", help="per-query timeout")
+    p.add_argument("--timeout", type=control.duration_arg, default="5s", help="per-query timeout")
     p.add_argument("--retries", type=int, default=1, help="retries per query")
     p.add_argument(
         "--canary-weight",
@@ -397,13 +390,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scenario", required=True, help="good, bad-errors, bad-latency, ...")
     p.add_argument(
         "--max-time",
-        type=_duration,
+        type=control.duration_arg,
         default=timedelta(hours=2),
         help="simulated time limit (exit 3 when reached)",
     )
     p.add_argument(
         "--tick",
-        type=_duration,
+        type=control.duration_arg,
         default=timedelta(seconds=5),
         help="simulated time between controller ticks",
     )

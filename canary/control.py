@@ -544,7 +544,8 @@ def cmd_command(
 # --- parsers ------------------------------------------------------------------------------
 
 
-def _duration(text: str) -> timedelta:
+def duration_arg(text: str) -> timedelta:
+    """argparse ``type`` for a plan-style duration (``30s``, ``5m``): the CLI's one parser."""
     try:
         return parse_duration(text)
     except ValueError as exc:
@@ -567,7 +568,7 @@ def add_parsers(sub: Any) -> None:
 
     p = sub.add_parser("wait", help="wait for the verdict on the live canary (CI)")
     p.add_argument("plan", metavar="PLAN", help="plan file or NAMESPACE/NAME")
-    p.add_argument("--timeout", type=_duration, default=timedelta(minutes=30))
+    p.add_argument("--timeout", type=duration_arg, default=timedelta(minutes=30))
     p.add_argument(
         "--revision", type=int, default=None, help="bind to the rollout of this helm revision"
     )
@@ -585,6 +586,6 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("plan", metavar="PLAN", help="plan file or NAMESPACE/NAME")
         if name == "promote":
             p.add_argument("--full", action="store_true", help="straight to 100 %%")
-        p.add_argument("--timeout", type=_duration, default=DEFAULT_COMMAND_TIMEOUT)
+        p.add_argument("--timeout", type=duration_arg, default=DEFAULT_COMMAND_TIMEOUT)
         _kube_flags(p)
         p.set_defaults(func=cmd_command)
