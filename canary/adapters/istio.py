@@ -90,6 +90,20 @@ def view_of(vs: Mapping[str, Any], plan: Plan) -> RouteView:
     )
 
 
+def _owner(vs: Mapping[str, Any]) -> tuple[str, str] | None:
+    """(plan key, raw state) of a VirtualService carrying ``canary.dev/state``: the key is the
+    state's ``plan`` field, else (unreadable state) the VirtualService's namespace/name."""
+    meta = vs.get("metadata") or {}
+    raw = (meta.get("annotations") or {}).get(STATE_ANNOTATION)
+    if raw is None:
+        return None
+    try:
+        key = str(json.loads(raw).get("plan") or "")
+    except (ValueError, AttributeError):
+        key = ""
+    return key or f"{meta.get('namespace')}/{meta.get('name')}", raw
+
+
 class IstioRouter:
     """TrafficRouter and StateStore over ``networking.istio.io`` VirtualServices."""
 
@@ -196,27 +210,23 @@ class IstioRouter:
             GROUP, self.version, PLURAL, _request_timeout=DEFAULT_REQUEST_TIMEOUT
         )
 
+    def _listed(self, namespace: str) -> list[Mapping[str, Any]]:
+        """The VirtualServices of a namespace ("" = all namespaces)."""
+        found = call(
+            functools.partial(self._list, namespace),
+            verb="list",
+            what=f"{PLURAL}.{GROUP} in {namespace or 'all namespaces'}",
+        )
+        return list(found.get("items") or []) if isinstance(found, Mapping) else []
+
     def states(self, namespaces: Sequence[str] | None = None) -> Mapping[str, str]:
         """Every ``canary.dev/state`` by plan key (the ``plan`` field of the state)."""
-        items: list[Mapping[str, Any]] = []
-        for ns in namespaces or [""]:
-            found = call(
-                functools.partial(self._list, ns),
-                verb="list",
-                what=f"{PLURAL}.{GROUP} in {ns or 'all namespaces'}",
-            )
-            items.extend(found.get("items") or [] if isinstance(found, Mapping) else [])
         out: dict[str, str] = {}
-        for vs in items:
-            meta = vs.get("metadata") or {}
-            raw = (meta.get("annotations") or {}).get(STATE_ANNOTATION)
-            if raw is None:
-                continue
-            try:
-                key = str(json.loads(raw).get("plan") or "")
-            except (ValueError, AttributeError):
-                key = ""
-            out[key or f"{meta.get('namespace')}/{meta.get('name')}"] = raw
+        for ns in namespaces or [""]:
+            for vs in self._listed(ns):
+                owned = _owner(vs)
+                if owned is not None:
+                    out[owned[0]] = owned[1]
         return out
 
     # -- the CLI's view (status, wait, commands): a plan found by its key, no plan file needed --
@@ -225,27 +235,15 @@ class IstioRouter:
         """The VirtualService carrying plan ``namespace/plan_name``'s state (the ``plan`` field of
         ``canary.dev/state``); NotFoundError naming what was looked for if none does."""
         key = f"{namespace}/{plan_name}"
-        found = call(
-            functools.partial(self._list, namespace),
-            verb="list",
-            what=f"{PLURAL}.{GROUP} in {namespace}",
-        )
-        for vs in found.get("items") or [] if isinstance(found, Mapping) else []:
-            meta = vs.get("metadata") or {}
-            annotations = meta.get("annotations") or {}
-            raw = annotations.get(STATE_ANNOTATION)
-            if raw is None:
-                continue
-            try:
-                owner = json.loads(raw).get("plan")
-            except (ValueError, AttributeError):
-                owner = None
-            if owner == key or (owner is None and meta.get("name") == plan_name):
+        for vs in self._listed(namespace):
+            owned = _owner(vs)
+            if owned is not None and owned[0] == key:
+                meta = vs.get("metadata") or {}
                 return Located(
                     namespace=namespace,
                     name=str(meta.get("name")),
-                    state_raw=raw,
-                    command_raw=annotations.get(COMMAND_ANNOTATION),
+                    state_raw=owned[1],
+                    command_raw=(meta.get("annotations") or {}).get(COMMAND_ANNOTATION),
                 )
         raise NotFoundError(
             f"no VirtualService in {namespace} carries the state of plan {key} (is the plan "
