@@ -64,7 +64,7 @@ from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
 from canary.adapters.watch import Interest, Watcher
 from canary.config import ControllerConfig
 from canary.controller import Controller, Ports
-from canary.errors import ConfigError
+from canary.errors import ConfigError, NotFoundError
 from canary.events import Emitter
 from canary.health import HealthServer
 from canary.model import Decision, Event, Phase, RolloutState, StateError, state_from_json
@@ -579,8 +579,6 @@ class Daemon:
 
     def _release_if_gone(self, key: str) -> None:
         """A deleted plan whose VirtualService is gone too has nothing left to send to stable."""
-        from canary.errors import NotFoundError  # noqa: PLC0415
-
         plan = self.controller.deleted.get(key)
         if plan is None:
             return
