@@ -23,6 +23,7 @@ from canary.model import Outcome, Phase, RolloutState, state_from_json
 from canary.plan import load_plan_text
 from tests.support.bookinfo import DeploymentController
 from tests.support.fakehelm import FakeHelm
+from tests.support.istio_schema import spec_validator
 from tests.support.kubeapi import KubeApiServer
 from tests.support.stubs import Clock, Metrics
 
@@ -133,29 +134,14 @@ def test_a_bad_release_of_the_example_is_rolled_back_to_its_base(example: Exampl
     assert example.image("canary").endswith(":6.7.0")
 
 
-def _istio_spec_validator(file: str) -> Any:
-    import json
-    import os
-
-    import jsonschema
-
-    path = Path(__file__).resolve().parents[2] / "shared" / "schemas" / "istio" / file
-    if not path.exists():  # the workspace's shared/ sits beside the repository (and in CI)
-        if os.environ.get("CI"):
-            pytest.fail(f"Istio schema not found at {path}")
-        pytest.skip(f"Istio schema not found at {path}")
-    spec = json.loads(path.read_text())["properties"]["spec"]
-    return jsonschema.Draft4Validator(spec)
-
-
 def test_the_examples_istio_objects_are_valid_for_istio_before_and_during_a_rollout(
     example: Example,
 ) -> None:
     """The chart's VirtualService and DestinationRule against Istio's own schemas, and the
     VirtualService again as canary left it mid-rollout (weights 90/10 written by us)."""
     checks = {
-        ("VirtualService", "virtualservices"): _istio_spec_validator("virtualservice_v1.json"),
-        ("DestinationRule", "destinationrules"): _istio_spec_validator("destinationrule_v1.json"),
+        ("VirtualService", "virtualservices"): spec_validator("virtualservice_v1.json"),
+        ("DestinationRule", "destinationrules"): spec_validator("destinationrule_v1.json"),
     }
     example.until(Phase.IDLE)
     example.helm.upgrade(RELEASE, NS, values=values("6.7.0", "6.7.1"))

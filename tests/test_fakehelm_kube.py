@@ -16,9 +16,9 @@ import yaml
 from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
 from canary.plan import ReleaseRef
+from tests.support.bookinfo import available
 from tests.support.fakehelm import FakeHelm
 from tests.support.kubeapi import STRATEGIC_MERGE_PATCH, KubeApiServer
-from tests.test_kube_adapters import available
 
 pytest.importorskip("helm_python")
 from helm_python.chart import Chart, lint

@@ -2,7 +2,7 @@
 
 The API server is tests/support/kubeapi.py. Helm and Prometheus are not what these tests are
 about: releases come from :class:`StaticReleases` (a fixed helm history) and checks from
-:class:`PassingMetrics` (every sample good) — both named in the README's table of doubles.
+``tests.support.stubs.Metrics`` (every sample good) — both named in the README's doubles.
 Tests assert the recorded requests (method, path, content type, body) and the objects.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,8 +27,6 @@ from canary.model import (
     ALL_STABLE,
     STATE_ANNOTATION,
     Event,
-    MetricsSample,
-    MetricValue,
     Phase,
     ReleaseInfo,
     Revision,
@@ -37,10 +35,11 @@ from canary.model import (
     state_from_json,
 )
 from canary.plan import Plan, ReleaseRef, load_plan_text
-from canary.ports import CheckRequest
 from canary.sim import chart
 from canary.sim.clock import FakeClock
+from tests.support.bookinfo import available
 from tests.support.kubeapi import KubeApiServer
+from tests.support.stubs import Metrics
 
 FIXTURES = Path(__file__).parent / "fixtures" / "virtualservices"
 NS = "bookinfo"
@@ -82,36 +81,7 @@ class StaticReleases:
         raise AssertionError("no rollback expected in these tests")
 
 
-class PassingMetrics:
-    """Every check passes (the Prometheus adapter has its own tests with a real server)."""
-
-    def sample(self, requests: Sequence[CheckRequest], at: datetime) -> Mapping[str, MetricsSample]:
-        return {
-            r.plan: MetricsSample(
-                rollout_id=r.rollout_id,
-                step=r.step,
-                window=r.window,
-                canary_requests=500.0,
-                stable_requests=4500.0,
-                metrics=tuple(MetricValue(m.name, value=0.0, stable_value=0.0) for m in r.metrics),
-            )
-            for r in requests
-        }
-
-
 # --- a bookinfo cluster in the double --------------------------------------------------------
-
-
-def available(dep: dict[str, Any]) -> dict[str, Any]:
-    replicas = dep["spec"].get("replicas", 1)
-    dep["status"] = {
-        "observedGeneration": dep["metadata"].get("generation", 1),
-        "replicas": replicas,
-        "updatedReplicas": replicas,
-        "readyReplicas": replicas,
-        "availableReplicas": replicas,
-    }
-    return dep
 
 
 def seed(kubeapi: KubeApiServer, canary_image: str | None = None) -> None:
@@ -168,7 +138,7 @@ class Rig:
             ports=Ports(
                 router=self.router,
                 workloads=KubeWorkloads(api),
-                metrics=PassingMetrics(),
+                metrics=Metrics(),
                 releases=self.releases,
                 clock=self.clock,
             ),

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +32,9 @@ from canary.routes import (
     set_weights,
     weight_patch,
 )
+from tests.support.istio_schema import spec_validator as istio_spec_validator
 
 FIXTURES = Path(__file__).parent / "fixtures" / "virtualservices"
-ISTIO_SCHEMAS = Path(__file__).parents[2] / "shared" / "schemas" / "istio"
 
 V1 = Destination("reviews", "v1")
 V2 = Destination("reviews", "v2")
@@ -92,26 +90,9 @@ def split(stable: int | None = 100, canary: int | None = 0, **route: Any) -> dic
 # --- the schema ---------------------------------------------------------------------------
 
 
-@cache
 def spec_validator() -> jsonschema.protocols.Validator:
-    """Validator for ``VirtualService.spec`` from Istio's CRD (an OpenAPI v3 schema).
-
-    The file is the CRD's ``openAPIV3Schema``: an object whose ``properties.spec`` is the
-    VirtualService spec. OpenAPI v3.0 schemas are JSON Schema draft 4 plus extensions
-    (``nullable``, ``x-kubernetes-*``), which draft 4 validators ignore.
-    """
-    path = ISTIO_SCHEMAS / "virtualservice_v1.json"
-    if not path.exists():  # the workspace's shared/ sits beside the repository (and in CI)
-        message = f"Istio's VirtualService schema not found at {path}"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    schema = json.loads(path.read_text())
-    assert schema["type"] == "object"
-    spec_schema = schema["properties"]["spec"]
-    assert spec_schema["additionalProperties"] is False  # unknown fields are rejected
-    jsonschema.Draft4Validator.check_schema(spec_schema)
-    return jsonschema.Draft4Validator(spec_schema)
+    """Validator for ``VirtualService.spec`` from Istio's CRD."""
+    return istio_spec_validator("virtualservice_v1.json")
 
 
 def assert_valid_istio(vs: Mapping[str, Any]) -> None:

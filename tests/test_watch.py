@@ -21,8 +21,9 @@ from kubernetes import client
 from canary.adapters.istio import IstioRouter
 from canary.adapters.watch import Interest, Watcher, interests_of
 from canary.model import Weights
+from tests.support.bookinfo import available
 from tests.support.kubeapi import KubeApiServer
-from tests.test_kube_adapters import NS, available, plan, seed, set_image
+from tests.test_kube_adapters import NS, plan, seed, set_image
 
 PLAN = plan().key  # bookinfo/reviews
 FAST = {"backoff": (0.05, 0.2), "resync_interval": 60.0}

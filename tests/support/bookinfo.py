@@ -87,7 +87,9 @@ def fast_plan(namespace: str, rollback_timeout: str = "20s", **analysis: Any) ->
     return yaml.safe_dump(doc, sort_keys=False)
 
 
-def _rolled_out(dep: dict[str, Any], broken: bool) -> dict[str, Any]:
+def rolled_out(dep: dict[str, Any], broken: bool = False) -> dict[str, Any]:
+    """What kube-controller-manager leaves in a Deployment's status once it rolled out: all
+    replicas available (none, if ``broken``)."""
     replicas = dep["spec"].get("replicas", 1)
     ready = 0 if broken else replicas
     dep["status"] = {
@@ -106,6 +108,11 @@ def _rolled_out(dep: dict[str, Any], broken: bool) -> dict[str, Any]:
         ],
     }
     return dep
+
+
+def available(dep: dict[str, Any]) -> dict[str, Any]:
+    """An ``edit`` callback: the Deployment rolled out, every replica available."""
+    return rolled_out(dep)
 
 
 class _Loop:
@@ -158,7 +165,7 @@ class DeploymentController(_Loop):
                     "deployments",
                     self.namespace,
                     name,
-                    lambda d, b=broken: _rolled_out(d, b),  # type: ignore[misc]
+                    lambda d, b=broken: rolled_out(d, b),  # type: ignore[misc]
                 )
 
 
