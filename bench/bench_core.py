@@ -14,9 +14,8 @@ import tracemalloc
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from canary.decide import decide
-from canary.events import configure_logging
-from canary.model import (
+from canary.core.decide import decide
+from canary.core.model import (
     MetricsSample,
     MetricValue,
     Observation,
@@ -27,7 +26,9 @@ from canary.model import (
     state_from_json,
     state_to_json,
 )
-from canary.plan import load_plan_files, plan_hash, plan_to_spec
+from canary.core.spec import plan_hash, plan_to_spec
+from canary.plans.files import load_plan_files
+from canary.shell.emitter import configure_logging
 from canary.sim import SCENARIOS
 from canary.sim.run import simulate
 

@@ -1,4 +1,4 @@
-"""canary.analysis: one check → one verdict, and when a check is due over which window (DESIGN §3).
+"""canary.core.analysis: one check → one verdict, and when a check is due over which window (DESIGN §3).
 
 Named table rows, one per rule: verdict precedence FAIL > ERROR > INCONCLUSIVE > PASS, the
 relative bounds and when they are skipped, the critical flag, and the step-scoped window.
@@ -12,9 +12,9 @@ from datetime import timedelta
 
 import pytest
 
-from canary.analysis import check_window, evaluate
-from canary.model import ALL_STABLE, MetricsSample, MetricValue, Verdict, Weights
-from canary.plan import Analysis, Metric, MetricType
+from canary.core.analysis import check_window, evaluate
+from canary.core.model import ALL_STABLE, MetricsSample, MetricValue, Verdict, Weights
+from canary.core.plan import Analysis, Metric, MetricType
 from tests.support.builders import (
     ERROR_RATE,
     LATENCY,

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from canary import config
-from canary.config import (
+from canary.config import settings as config
+from canary.config.settings import (
     ControllerConfig,
     LeaseConfig,
     Notifications,
@@ -21,8 +21,8 @@ from canary.config import (
     add_common_flags,
     load_config,
 )
-from canary.errors import ConfigError
-from canary.plan import parse_duration
+from canary.core.durations import parse_duration
+from canary.core.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "config" / "canary.yaml"

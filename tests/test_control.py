@@ -21,17 +21,17 @@ from typing import Any
 import pytest
 import yaml
 
-from canary import control, exitcodes
 from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
 from canary.adapters.istio import IstioRouter
 from canary.adapters.kube import KubeEventSink, KubeWorkloads
-from canary.cli import build_parser
-from canary.controller import Controller, Ports
-from canary.events import Emitter
-from canary.model import Phase
-from canary.plan import Plan, load_plan_text
-from canary.timeline import describe
+from canary.cli import build_parser, control
+from canary.core import exitcodes
+from canary.core.model import Phase
+from canary.core.plan import Plan
+from canary.plans.files import load_plan_text
+from canary.shell.controller import Controller, Ports
+from canary.shell.emitter import Emitter
 from tests.support.bookinfo import Bookinfo, fast_plan
 from tests.support.daemon import write_kubeconfig
 from tests.support.kubeapi import KubeApiServer
@@ -66,7 +66,7 @@ class Rig:
                 releases=SecretHistory(api, helm),
                 clock=self.clock,
             ),
-            emitter=Emitter(KubeEventSink(api, describe=describe)),
+            emitter=Emitter(KubeEventSink(api)),
             plans={plan.key: plan},
             scrape_interval=timedelta(seconds=1),
         )

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from canary.controller import Controller
-from canary.errors import ConflictError
-from canary.model import ALL_STABLE, Phase, Weights
-from canary.plan import Destination, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
-from canary.ports import RouteView
+from canary.core.errors import ConflictError
+from canary.core.model import ALL_STABLE, Phase, Weights
+from canary.core.plan import Destination, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
+from canary.core.ports import RouteView
+from canary.shell.controller import Controller
 from canary.sim import chart
 from canary.sim.run import controller_for, current_state, run_until
 from canary.sim.world import SimWorld
@@ -221,7 +221,7 @@ def test_helm_runs_in_a_worker_and_never_blocks_a_tick() -> None:
 def test_a_history_that_cannot_be_read_still_lets_a_breach_go_to_stable() -> None:
     """helm history (its Secrets) forbidden: checks, the breach and the move to stable go on;
     only helm waits, with one `release.unreadable` alert (review of issue 5)."""
-    from canary.errors import ForbiddenError
+    from canary.core.errors import ForbiddenError
     from canary.sim import SCENARIOS
 
     world = SimWorld.create(reviews(), SCENARIOS["bad-errors"])

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from canary import exitcodes
 from canary.cli import main
-from canary.daemon import BUSY_INTERVAL, IDLE_INTERVAL, TickBatcher, cadence
-from canary.model import Decision, Phase
+from canary.core import exitcodes
+from canary.core.model import Decision, Phase
+from canary.shell.daemon import BUSY_INTERVAL, IDLE_INTERVAL, TickBatcher, cadence
 from tests.support.builders import PLAN, idle, pending, progressing, rolling_back, succeeded
 from tests.support.daemon import write_kubeconfig
 from tests.support.kubeapi import KubeApiServer

@@ -26,9 +26,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from canary import events as ev
-from canary import exitcodes
-from canary.model import Outcome, Phase, RolloutState, state_from_json
+from canary.core import events as ev
+from canary.core import exitcodes
+from canary.core.model import Outcome, Phase, RolloutState, state_from_json
 from tests.support.bookinfo import (
     CANARY,
     RELEASE,

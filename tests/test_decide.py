@@ -1,4 +1,4 @@
-"""canary.decide: the phase machine of DESIGN §4, one named row per transition, then the rules.
+"""canary.core.decide: the phase machine of DESIGN §4, one named row per transition, then the rules.
 
 Every test is ``decide(plan, state, observation, now)`` on values from tests/support/builders.py
 and asserts outcomes only: the phase, the weights written (``Decision.weights``) and recorded
@@ -19,9 +19,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canary import events as ev
-from canary.analysis import check_window
-from canary.decide import (
+from canary.core import events as ev
+from canary.core.analysis import check_window
+from canary.core.decide import (
     DRIFT_LIMIT,
     HELM_RECORD_GRACE,
     ROLLBACK_PENDING_GRACE,
@@ -30,7 +30,7 @@ from canary.decide import (
     rollback_description,
     wants_check,
 )
-from canary.model import (
+from canary.core.model import (
     ALL_STABLE,
     CommandName,
     Decision,
@@ -47,7 +47,8 @@ from canary.model import (
     Weights,
     rollout_id,
 )
-from canary.plan import OnTrouble, Plan, Step, plan_hash, plan_to_spec
+from canary.core.plan import OnTrouble, Plan, Step
+from canary.core.spec import plan_hash, plan_to_spec
 from tests.support.builders import (
     BASE_REV,
     CANARY_HASH,

@@ -27,10 +27,11 @@ pytest.importorskip("helm_python")
 from helm_python import HelmError
 from helm_python.chart import lint
 
-from canary import events as ev
 from canary.cli import build_parser
-from canary.config import load_config
-from canary.plan import DEFAULT_ROLLBACK_TIMEOUT, load_plan_text
+from canary.config.settings import load_config
+from canary.core import events as ev
+from canary.core.plan import DEFAULT_ROLLBACK_TIMEOUT
+from canary.plans.files import load_plan_text
 
 ROOT = Path(__file__).resolve().parents[1]
 CHART = ROOT / "deploy" / "helm" / "canary"
@@ -535,7 +536,7 @@ def render_example(stable: str, canary: str) -> dict[tuple[str, str], dict[str, 
 def test_the_example_chart_is_a_two_track_chart_through_install_upgrade_and_promotion() -> None:
     import kubernetes_validate
 
-    from canary.templates import template_hash
+    from canary.core.templates import template_hash
 
     assert lint(EXAMPLE / "chart", strict=True)["errors"] == []
     [plan] = load_plan_text((EXAMPLE / "plan.yaml").read_text(), "plan.yaml")

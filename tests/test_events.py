@@ -8,9 +8,9 @@ import json
 import pytest
 import structlog
 
-from canary import events as ev
-from canary.events import Emitter, configure_logging
-from canary.model import Event
+from canary.core import events as ev
+from canary.core.model import Event
+from canary.shell.emitter import Emitter, configure_logging
 from canary.sim import SCENARIOS, SimEventSink
 from canary.sim.run import simulate
 from tests.support.builders import plan

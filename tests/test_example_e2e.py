@@ -17,10 +17,10 @@ from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
 from canary.adapters.istio import IstioRouter
 from canary.adapters.kube import KubeWorkloads
-from canary.controller import Controller, Ports
-from canary.events import Emitter
-from canary.model import Outcome, Phase, RolloutState, state_from_json
-from canary.plan import load_plan_text
+from canary.core.model import Outcome, Phase, RolloutState, state_from_json
+from canary.plans.files import load_plan_text
+from canary.shell.controller import Controller, Ports
+from canary.shell.emitter import Emitter
 from tests.support.bookinfo import DeploymentController
 from tests.support.fakehelm import FakeHelm
 from tests.support.istio_schema import spec_validator

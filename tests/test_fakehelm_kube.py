@@ -15,7 +15,7 @@ import yaml
 
 from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
-from canary.plan import ReleaseRef
+from canary.core.plan import ReleaseRef
 from tests.support.bookinfo import available
 from tests.support.fakehelm import FakeHelm
 from tests.support.kubeapi import STRATEGIC_MERGE_PATCH, KubeApiServer

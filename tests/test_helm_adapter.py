@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from canary.adapters.helm import HelmReleases, go_duration, parse_history
-from canary.errors import ConfigError, HelmError, NotFoundError
-from canary.model import RevisionStatus, rollback_description
-from canary.plan import ReleaseRef
+from canary.core.errors import ConfigError, HelmError, NotFoundError
+from canary.core.model import RevisionStatus, rollback_description
+from canary.core.plan import ReleaseRef
 from tests.support.fakehelm import FakeHelm
 
 REL = ReleaseRef(name="reviews", namespace="bookinfo")

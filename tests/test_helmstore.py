@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 
 from canary.adapters.helmstore import SecretHistory, decode_release, encode_release
-from canary.errors import ConfigError, ForbiddenError, NotFoundError
-from canary.model import RevisionStatus
-from canary.plan import ReleaseRef
+from canary.core.errors import ConfigError, ForbiddenError, NotFoundError
+from canary.core.model import RevisionStatus
+from canary.core.plan import ReleaseRef
 from tests.support.kubeapi import KubeApiServer
 
 REL = ReleaseRef(name="reviews", namespace="bookinfo")

@@ -20,10 +20,8 @@ import yaml
 
 from canary.adapters.istio import IstioRouter
 from canary.adapters.kube import KubeEventSink, KubeWorkloads, call, workload_status
-from canary.controller import Controller, Ports
-from canary.errors import ConflictError, ForbiddenError, NotFoundError, UnavailableError
-from canary.events import Emitter
-from canary.model import (
+from canary.core.errors import ConflictError, ForbiddenError, NotFoundError, UnavailableError
+from canary.core.model import (
     ALL_STABLE,
     STATE_ANNOTATION,
     Event,
@@ -34,7 +32,10 @@ from canary.model import (
     Weights,
     state_from_json,
 )
-from canary.plan import Plan, ReleaseRef, load_plan_text
+from canary.core.plan import Plan, ReleaseRef
+from canary.plans.files import load_plan_text
+from canary.shell.controller import Controller, Ports
+from canary.shell.emitter import Emitter
 from canary.sim import chart
 from canary.sim.clock import FakeClock
 from tests.support.bookinfo import available
@@ -567,7 +568,7 @@ def test_requests_wait_for_the_rate_limiter(cluster: KubeApiServer) -> None:
 
 def test_connect_reads_a_kubeconfig_context(tmp_path: Path, cluster: KubeApiServer) -> None:
     from canary.adapters.kube import connect
-    from canary.errors import ConfigError
+    from canary.core.errors import ConfigError
 
     kubeconfig = tmp_path / "config"
     kubeconfig.write_text(

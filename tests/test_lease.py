@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from canary.adapters.lease import LeaderElector
-from canary.controller import Controller, Ports
-from canary.events import Emitter
+from canary.shell.controller import Controller, Ports
+from canary.shell.emitter import Emitter
 from tests.support.kubeapi import KubeApiServer
 
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from canary.model import (
+from canary.core.model import (
     Command,
     CommandName,
     LastOutcome,

@@ -402,7 +402,7 @@ def test_the_latest_check_of_the_same_rollout_rides_along(
     fields = {f["title"]: f["value"] for f in slack["attachments"][0]["fields"]}
     assert fields["Last check"] == (
         "FAIL at step 0 (canary 10 %), 150 canary / 1350 stable requests in 30s\n"
-        "error-rate FAIL: canary 0.08, stable 0.001 (max 0.01, maxAboveStable 0.005)"
+        "error-rate FAIL: canary 0.08, stable 0.001 (≤ 0.01, ≤ stable+0.005)"
         " — 0.08 &gt; max 0.01"
     )
 

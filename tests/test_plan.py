@@ -17,12 +17,12 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from canary.errors import PlanError, Problem
-from canary.plan import (
+from canary.core.conflicts import check_conflicts
+from canary.core.durations import format_duration, parse_duration
+from canary.core.errors import PlanError, Problem
+from canary.core.plan import (
     DEFAULT_HOLD,
     DEFAULT_METRICS,
-    MAX_DEPTH,
-    MAX_INPUT_BYTES,
     Analysis,
     Destination,
     Metric,
@@ -35,15 +35,10 @@ from canary.plan import (
     Step,
     VirtualServiceRef,
     WorkloadRefs,
-    check_conflicts,
-    format_duration,
-    load_plan_files,
-    load_plan_text,
-    parse_duration,
-    plan_from_spec,
-    plan_hash,
-    plan_to_spec,
 )
+from canary.core.spec import plan_from_spec, plan_hash, plan_to_spec
+from canary.plans.files import MAX_INPUT_BYTES, load_plan_files, load_plan_text
+from canary.plans.yamlload import MAX_DEPTH
 
 ROOT = Path(__file__).resolve().parent.parent
 FIXTURES = ROOT / "tests" / "fixtures" / "plans"

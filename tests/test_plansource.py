@@ -15,10 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from canary import plansource
-from canary.errors import PlanError
-from canary.plan import Plan, check_conflicts, load_plan_files, load_plan_text
-from canary.plansource import (
+from canary.core.conflicts import check_conflicts
+from canary.core.errors import PlanError
+from canary.core.plan import Plan
+from canary.plans import directory as plansource
+from canary.plans.directory import (
     CONFIGMAP_DATA_LINK,
     NO_PLANS,
     PlanSet,
@@ -26,6 +27,7 @@ from canary.plansource import (
     Update,
     reconcile,
 )
+from canary.plans.files import load_plan_files, load_plan_text
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PLANS = ROOT / "config" / "plans"

@@ -18,13 +18,14 @@ from typing import Any
 import pytest
 
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
-from canary.analysis import CheckResult, evaluate
 from canary.cli import main
-from canary.errors import PlanError
-from canary.model import MetricsSample, Verdict, Weights
-from canary.plan import Plan, load_plan_text
-from canary.ports import CheckRequest
-from canary.queries import render_key, requests_key
+from canary.core.analysis import CheckResult, evaluate
+from canary.core.errors import PlanError
+from canary.core.model import MetricsSample, Verdict, Weights
+from canary.core.plan import Plan
+from canary.core.ports import CheckRequest
+from canary.core.queries import render_key, requests_key
+from canary.plans.files import load_plan_text
 from tests.support.istio_exporter import IstioExporter
 from tests.support.prometheus import PrometheusServer
 

@@ -12,9 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
-from canary.plan import DEFAULT_METRICS, Metric, MetricType, Reporter
-from canary.ports import CheckRequest
-from canary.queries import (
+from canary.core.plan import DEFAULT_METRICS, Metric, MetricType, Reporter
+from canary.core.ports import CheckRequest
+from canary.core.queries import (
     BatchKey,
     label_value,
     metric_key,

@@ -26,18 +26,19 @@ from typing import Any
 
 import pytest
 
-from canary import events as ev
 from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
 from canary.adapters.istio import IstioRouter
 from canary.adapters.kube import KubeWorkloads
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
-from canary.controller import Controller, Ports
-from canary.decide import HELM_RECORD_GRACE, rollback_backoff
-from canary.events import Emitter
-from canary.model import Outcome, Phase, RolloutState, Weights, state_from_json
-from canary.plan import Plan, load_plan_text
-from canary.ports import RouteView
+from canary.core import events as ev
+from canary.core.decide import HELM_RECORD_GRACE, rollback_backoff
+from canary.core.model import Outcome, Phase, RolloutState, Weights, state_from_json
+from canary.core.plan import Plan
+from canary.core.ports import RouteView
+from canary.plans.files import load_plan_text
+from canary.shell.controller import Controller, Ports
+from canary.shell.emitter import Emitter
 from tests.support.bookinfo import CANARY, RELEASE, STABLE_TAG, Bookinfo, TrafficFollower, fast_plan
 from tests.support.istio_exporter import IstioExporter
 from tests.support.kubeapi import KubeApiServer

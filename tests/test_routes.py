@@ -1,4 +1,4 @@
-"""canary.routes: find the managed route, read and set its two weights (DESIGN §1, §2, §9).
+"""canary.core.routes: find the managed route, read and set its two weights (DESIGN §1, §2, §9).
 
 Layers, as in the rest of the suite: named table rows for every function and every error
 message; YAML fixture transforms (input + weights → only those weights changed); a hypothesis
@@ -21,10 +21,10 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from canary.errors import ConfigError, RouteError
-from canary.model import ALL_STABLE, Weights
-from canary.plan import Destination, VirtualServiceRef
-from canary.routes import (
+from canary.core.errors import ConfigError, RouteError
+from canary.core.model import ALL_STABLE, Weights
+from canary.core.plan import Destination, VirtualServiceRef
+from canary.core.routes import (
     find_route,
     get_weights,
     managed_destinations,

@@ -7,9 +7,9 @@ from itertools import groupby
 
 import pytest
 
-from canary import exitcodes
-from canary.model import ALL_STABLE, Outcome, Phase, Weights
-from canary.plan import load_plan_files
+from canary.core import exitcodes
+from canary.core.model import ALL_STABLE, Outcome, Phase, Weights
+from canary.plans.files import load_plan_files
 from canary.sim import SCENARIOS
 from canary.sim.run import controller_for, current_state, run_until, simulate
 from canary.sim.world import SimWorld

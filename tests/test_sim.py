@@ -7,9 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from canary import routes
-from canary.errors import ConfigError, ConflictError, HelmError
-from canary.model import (
+from canary.core import routes
+from canary.core.errors import ConfigError, ConflictError, HelmError
+from canary.core.model import (
     COMMAND_ANNOTATION,
     STATE_ANNOTATION,
     Event,
@@ -21,7 +21,7 @@ from canary.model import (
     state_from_json,
     state_to_json,
 )
-from canary.plan import (
+from canary.core.plan import (
     DEFAULT_METRICS,
     Destination,
     Metric,
@@ -31,7 +31,7 @@ from canary.plan import (
     VirtualServiceRef,
     WorkloadRefs,
 )
-from canary.ports import CheckRequest
+from canary.core.ports import CheckRequest
 from canary.sim import SCENARIOS, Behaviour, FakeClock, SimWorld, demo_plan, get_scenario
 from canary.sim.chart import STABLE_IMAGE, render, values_for_plan
 from canary.sim.cluster import DEPLOYMENT, VIRTUAL_SERVICE

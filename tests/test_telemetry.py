@@ -17,13 +17,13 @@ import pytest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
-from canary import telemetry
-from canary.health import HealthServer
-from canary.model import Phase, RolloutState, Weights
-from canary.plan import load_plan_files
+from canary.adapters.httpserver import HealthServer
+from canary.core.model import Phase, RolloutState, Weights
+from canary.plans.files import load_plan_files
+from canary.shell import telemetry
+from canary.shell.telemetry import Telemetry
 from canary.sim import SCENARIOS
 from canary.sim.run import simulate
-from canary.telemetry import Telemetry
 
 PLAN = load_plan_files(["config/plans/reviews.yaml"])[0]
 KEY = PLAN.key  # bookinfo/reviews
@@ -293,11 +293,11 @@ def test_a_bug_in_telemetry_never_reaches_the_emitter_and_is_logged_once(
         raise RuntimeError("boom")
 
     monkeypatch.setattr(served.telemetry.checks, "labels", broken)
-    caplog.set_level(logging.ERROR, logger="canary.telemetry")
+    caplog.set_level(logging.ERROR, logger="canary.shell.telemetry")
     served.telemetry(check("FAIL", "check.failed", []))
     served.telemetry(check("FAIL", "check.failed", []))
     assert served.metrics()["canary_telemetry_errors_total"][labels()] == 2
-    logged = [r for r in caplog.records if r.name == "canary.telemetry"]
+    logged = [r for r in caplog.records if r.name == "canary.shell.telemetry"]
     assert len(logged) == 1
     assert "check.failed" in logged[0].getMessage()
     assert logged[0].exc_info is not None

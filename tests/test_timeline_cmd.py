@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from canary.timeline import NOT_FOUND, add_timeline_parser, cmd_timeline
+from canary.cli.timeline import NOT_FOUND, add_timeline_parser, cmd_timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = str(ROOT / "config" / "plans" / "reviews.yaml")
@@ -29,9 +29,9 @@ GENERATE = """
 import io, sys
 from pathlib import Path
 from canary.cli import main
-from canary.events import configure_logging
-from canary.model import Phase
-from canary.plan import load_plan_files
+from canary.shell.emitter import configure_logging
+from canary.core.model import Phase
+from canary.plans.files import load_plan_files
 from canary.sim.run import SCENARIOS, controller_for, run_until
 from canary.sim.world import SimWorld
 
@@ -178,11 +178,11 @@ def test_bad_errors_tells_steps_checks_breach_time_to_safe_helm_and_outcome(
         "error-rate",
         "0.08",
         "stable",
-        "0.0010",
+        "0.001",
         "≤",
         "0.01,",
         "≤",
-        "stable+0.0050",
+        "stable+0.005",
     ]
     assert error_rate[8:11] == ["FAIL", "0.08", ">"]
     assert latency == [

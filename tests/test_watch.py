@@ -20,7 +20,7 @@ from kubernetes import client
 
 from canary.adapters.istio import IstioRouter
 from canary.adapters.watch import Interest, Watcher, interests_of
-from canary.model import Weights
+from canary.core.model import Weights
 from tests.support.bookinfo import available
 from tests.support.kubeapi import KubeApiServer
 from tests.test_kube_adapters import NS, plan, seed, set_image

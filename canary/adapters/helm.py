@@ -27,9 +27,9 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
-from canary.errors import ConfigError, HelmError, NotFoundError, UnavailableError
-from canary.model import ReleaseInfo, Revision, RevisionStatus
-from canary.plan import ReleaseRef
+from canary.core.errors import ConfigError, HelmError, NotFoundError, UnavailableError
+from canary.core.model import ReleaseInfo, Revision, RevisionStatus
+from canary.core.plan import ReleaseRef
 
 #: `helm history` reads a few Secrets; 30 s means the API server is in trouble.
 DEFAULT_HISTORY_TIMEOUT = timedelta(seconds=30)

@@ -20,10 +20,10 @@ from typing import Any
 from kubernetes import client
 
 from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, call
-from canary.errors import ConfigError, NotFoundError
-from canary.model import ReleaseInfo, Revision, RevisionStatus
-from canary.plan import ReleaseRef
-from canary.ports import ReleaseManager
+from canary.core.errors import ConfigError, NotFoundError
+from canary.core.model import ReleaseInfo, Revision, RevisionStatus
+from canary.core.plan import ReleaseRef
+from canary.core.ports import ReleaseManager
 
 #: gzip's magic number: helm compresses the release JSON before base64-encoding it.
 GZIP_MAGIC = b"\x1f\x8b\x08"

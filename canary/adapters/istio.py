@@ -19,12 +19,12 @@ from typing import Any
 
 from kubernetes import client
 
-from canary import routes
 from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, call
-from canary.errors import ConflictError, InvalidError, NotFoundError, RouteError
-from canary.model import COMMAND_ANNOTATION, STATE_ANNOTATION, Weights
-from canary.plan import Plan
-from canary.ports import RouteView
+from canary.core import routes
+from canary.core.errors import ConflictError, InvalidError, NotFoundError, RouteError
+from canary.core.model import COMMAND_ANNOTATION, STATE_ANNOTATION, Weights
+from canary.core.plan import Plan
+from canary.core.ports import RouteView
 
 GROUP = "networking.istio.io"
 PLURAL = "virtualservices"

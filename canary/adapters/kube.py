@@ -24,7 +24,8 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from canary.errors import (
+from canary.core import render
+from canary.core.errors import (
     CanaryError,
     ConfigError,
     ConflictError,
@@ -33,8 +34,8 @@ from canary.errors import (
     NotFoundError,
     UnavailableError,
 )
-from canary.model import Event, WorkloadStatus
-from canary.templates import template_hash
+from canary.core.model import Event, WorkloadStatus
+from canary.core.templates import template_hash
 
 #: Sustained requests/s and burst of the control path. Each tick of a plan reads its
 #: VirtualService, two Deployments and helm's Secrets and may write once (~5 requests): 50
@@ -248,8 +249,9 @@ EVENT_MESSAGE_MAX = 1024
 
 
 class KubeEventSink:
-    """The EventSink port: a core/v1 Event per emitted event, reason = event name, on the
-    plan's VirtualService; aggregated and rate-limited per plan. Never raises."""
+    """The EventSink port: a core/v1 Event per emitted event, reason = event name, message the
+    event's text (:func:`canary.core.render.describe`), on the plan's VirtualService;
+    aggregated and rate-limited per plan. Never raises."""
 
     def __init__(
         self,
@@ -257,13 +259,11 @@ class KubeEventSink:
         *,
         component: str = "canary",
         instance: str = "",
-        describe: Callable[[Mapping[str, Any]], str] | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._core = client.CoreV1Api(api)
         self._component = component
         self._instance = instance or os.environ.get("HOSTNAME", "")
-        self._describe = describe
         self._clock = clock
         self._objects: dict[str, tuple[str, str]] = {}  # plan key → (apiVersion, VS name)
         self._recent: dict[tuple[str, str, str, str], tuple[str, int, float]] = {}
@@ -296,7 +296,7 @@ class KubeEventSink:
 
     def _message(self, event: Event) -> str:
         record = {"event": event.name, **event.fields}
-        text = self._describe(record) if self._describe else ""
+        text = render.describe(record)
         return (text or str(event.fields.get("reason") or event.name))[:EVENT_MESSAGE_MAX]
 
     def post(self, namespace: str, plan: str, event: Event) -> None:

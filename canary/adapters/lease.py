@@ -22,7 +22,7 @@ from typing import Any
 from kubernetes import client
 
 from canary.adapters.kube import call
-from canary.errors import CanaryError, ConflictError, NotFoundError
+from canary.core.errors import CanaryError, ConflictError, NotFoundError
 
 #: How long a Lease is valid without renewal: a crashed leader is replaced after this.
 DEFAULT_LEASE_DURATION = timedelta(seconds=15)

@@ -1,6 +1,6 @@
 """Notifications: a Slack-compatible incoming webhook and a generic JSON webhook (issue 6).
 
-A :class:`Notifier` is an :data:`canary.events.Listener`: the emitter hands it every event's
+A :class:`Notifier` is an :data:`canary.core.events.Listener`: the emitter hands it every event's
 flat record, and it posts the ones a person wants to hear about (:data:`NOTIFY_EVENTS`:
 rollout started, succeeded, paused, rolled back, rollback failed) with the reason and the
 numbers. The numbers of the rollout's latest check (values, stable values, bounds, request
@@ -19,7 +19,7 @@ posts, with a short timeout and a small retry budget:
   (the newest news matters most), counted, and a ``notify.dropped`` warning logged once per
   episode.
 
-These are plain log lines, not catalog events (:mod:`canary.events` names rollout events).
+These are plain log lines, not catalog events (:mod:`canary.core.events` names rollout events).
 
 **Webhook URLs are secrets**, read from mounted Secret files: Slack's carries its token in the
 path, a generic one often in the query. The file is re-read when ``os.stat`` says it changed
@@ -82,7 +82,8 @@ from urllib.parse import urlsplit
 
 import structlog
 
-from canary import events as ev
+from canary.core import events as ev
+from canary.core import render
 
 log = structlog.get_logger("canary")
 
@@ -128,13 +129,6 @@ MAX_REMEMBERED_PLANS: Final = 1000
 SCHEMA_VERSION: Final = 1
 USER_AGENT: Final = "canary-notify/1"
 
-_ICONS: Final = {
-    ev.ROLLOUT_STARTED: "▶",
-    ev.ROLLOUT_SUCCEEDED: "★",
-    ev.ROLLOUT_PAUSED: "‖",
-    ev.ROLLOUT_ROLLED_BACK: "■",
-    ev.ROLLOUT_ROLLBACK_FAILED: "‼",
-}
 #: Slack attachment colours: blue for news, green for good, amber for "look", red for bad.
 _COLOURS: Final = {
     ev.ROLLOUT_STARTED: "#439fe0",
@@ -176,7 +170,7 @@ class Notification:
 
     @property
     def summary(self) -> str:
-        return summary(self.record)
+        return render.summary(self.record)
 
 
 def compact_check(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,79 +202,6 @@ def compact_check(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _num(value: Any) -> str:
-    if value is None:
-        return "no data"
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
-
-
-def _weights(value: Any) -> str:
-    """``[stable, canary]`` (how events carry weights) → ``stable 0 % / canary 100 %``."""
-    if isinstance(value, list | tuple) and len(value) == 2:
-        return f"stable {value[0]} % / canary {value[1]} %"
-    return str(value)
-
-
-def summary(record: Mapping[str, Any]) -> str:
-    """One line a person can act on: which rollout, what happened, why, with the numbers."""
-    name = record.get("event")
-    plan = record.get("plan")
-    rid = record.get("rolloutId")
-    who = (f"{plan}: " if plan else "") + (f"rollout {rid}" if rid else "rollout")
-    reason = record.get("reason")
-    why = f": {reason}" if reason else ""
-    rev, base = record.get("revision"), record.get("baseRevision")
-    if name == ev.ROLLOUT_STARTED:
-        parts = []
-        if rev is not None:
-            parts.append(f"revision {rev}" + (f" over stable revision {base}" if base else ""))
-        if record.get("canary"):
-            parts.append(f"canary {record['canary']}")
-        steps = record.get("steps")
-        if isinstance(steps, list) and steps:
-            parts.append("steps " + " → ".join(str(s) for s in steps) + " %")
-        return f"{who} started" + (": " + ", ".join(parts) if parts else "")
-    if name == ev.ROLLOUT_SUCCEEDED:
-        weights = f" with {_weights(record['weights'])}" if record.get("weights") else ""
-        return f"{who} succeeded{weights}{why}"
-    if name == ev.ROLLOUT_PAUSED:
-        kind = f" ({record['kind']})" if record.get("kind") else ""
-        return f"{who} paused{kind}{why}"
-    if name == ev.ROLLOUT_ROLLED_BACK:
-        to = f" to revision {base}" if base is not None else ""
-        now = f" (now revision {rev})" if rev is not None else ""
-        return f"{who} rolled back{to}{now}{why}"
-    if name == ev.ROLLOUT_ROLLBACK_FAILED:
-        return f"{who} rollback FAILED, traffic stays on stable, a human is needed{why}"
-    return f"{who}: {name}{why}"
-
-
-def _check_text(check: Mapping[str, Any]) -> str:
-    head = [str(check.get("verdict") or "?")]
-    if check.get("step") is not None:
-        head.append(f"at step {check['step']} (canary {_num(check.get('weight'))} %)")
-    requests = (
-        f"{_num(check.get('canary_requests'))} canary / "
-        f"{_num(check.get('stable_requests'))} stable requests"
-    )
-    if check.get("window"):
-        requests += f" in {check['window']}"
-    lines = [" ".join(head) + ", " + requests]
-    for m in check.get("metrics") or []:
-        line = f"{m.get('name')} {m.get('verdict')}: canary {_num(m.get('value'))}"
-        if "stable_value" in m:
-            line += f", stable {_num(m.get('stable_value'))}"
-        bounds = m.get("bounds")
-        if isinstance(bounds, Mapping) and bounds:
-            line += " (" + ", ".join(f"{k} {_num(v)}" for k, v in bounds.items()) + ")"
-        if m.get("reason"):
-            line += f" — {m['reason']}"
-        lines.append(line)
-    return "\n".join(lines)
-
-
 def _slack_escape(text: str) -> str:
     """Slack reads ``<…>`` as links and ``&`` as an entity; reasons contain ``> max 0.01``."""
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
@@ -298,7 +219,7 @@ def _epoch(at: Any) -> int | None:
 def slack_payload(note: Notification) -> dict[str, Any]:
     """A Slack-compatible incoming-webhook message: ``text`` (always) plus one attachment."""
     r = note.record
-    text = _slack_escape(f"{_ICONS.get(note.event, '•')} {note.summary}")
+    text = _slack_escape(f"{render.icon(note.event)} {note.summary}")
     fields: list[dict[str, Any]] = [{"title": "Plan", "value": note.plan, "short": True}]
 
     def add(title: str, value: Any, short: bool = True) -> None:
@@ -312,11 +233,11 @@ def slack_payload(note: Notification) -> dict[str, Any]:
     if isinstance(r.get("steps"), list):
         add("Steps", " → ".join(str(s) for s in r["steps"]) + " %")
     if r.get("weights") is not None:
-        add("Weights", _weights(r["weights"]))
+        add("Weights", render.weights(r["weights"]))
     add("Pause", r.get("kind"))
     add("Reason", r.get("reason"), short=False)
     if note.check is not None:
-        add("Last check", _check_text(note.check), short=False)
+        add("Last check", render.check_text(note.check), short=False)
     attachment: dict[str, Any] = {
         "color": _COLOURS.get(note.event, "#439fe0"),
         "fallback": text,
@@ -663,7 +584,7 @@ class NullNotifier:
 
 
 class Notifier:
-    """Posts :data:`NOTIFY_EVENTS` to each webhook; an :data:`canary.events.Listener`."""
+    """Posts :data:`NOTIFY_EVENTS` to each webhook; an :data:`canary.core.events.Listener`."""
 
     def __init__(self, webhooks: Sequence[Webhook], policy: DeliveryPolicy | None = None) -> None:
         self.policy = policy or DeliveryPolicy()

@@ -1,10 +1,10 @@
 """The metrics port over a real Prometheus, with prometheus-api-client.
 
 :class:`PrometheusSource` answers many rollouts' checks at once: it asks
-:mod:`canary.queries` what to measure (batched by metric type, reporter, quantile and window),
+:mod:`canary.core.queries` what to measure (batched by metric type, reporter, quantile and window),
 runs each query once at an explicit evaluation time, and reads every workload's number out of
 the grouped result. It decides nothing: missing data comes back as ``None`` (INCONCLUSIVE in
-:mod:`canary.analysis`), failures as errors (ERROR), never as a pass.
+:mod:`canary.core.analysis`), failures as errors (ERROR), never as a pass.
 
 Outcomes, translated at this boundary:
 
@@ -37,11 +37,11 @@ from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
 from urllib3.util.retry import Retry
 
-from canary import queries
-from canary.errors import CanaryError, ConfigError, UnavailableError
-from canary.model import MetricsSample, MetricValue
-from canary.plan import MetricType
-from canary.ports import CheckRequest
+from canary.core import queries
+from canary.core.errors import CanaryError, ConfigError, UnavailableError
+from canary.core.model import MetricsSample, MetricValue
+from canary.core.plan import MetricType
+from canary.core.ports import CheckRequest
 
 #: A healthy Prometheus answers these queries in milliseconds; 5 s means it is in trouble,
 #: and a tick must not wait longer than interval allows.

@@ -45,7 +45,7 @@ from kubernetes.client.exceptions import ApiException
 
 from canary.adapters.istio import GROUP, PLURAL, IstioRouter
 from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, translate
-from canary.plan import Plan
+from canary.core.plan import Plan
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ import copy
 from collections.abc import Mapping
 from typing import Any
 
-from canary.plan import Plan
+from canary.core.plan import Plan
 
 CHART_NAME = "twotrack"
 CHART_VERSION = "0.1.0"

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 
 class FakeClock:
-    """Implements :class:`canary.ports.Clock`; ``advance`` is the only way time passes."""
+    """Implements :class:`canary.core.ports.Clock`; ``advance`` is the only way time passes."""
 
     def __init__(self, start: datetime) -> None:
         if start.tzinfo is None:

@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from canary import routes
-from canary.errors import HelmError, RouteError
-from canary.model import (
+from canary.core import routes
+from canary.core.errors import HelmError, RouteError
+from canary.core.model import (
     ReleaseInfo,
     Revision,
     RevisionStatus,
@@ -37,12 +37,18 @@ from canary.model import (
     WorkloadStatus,
     rollback_description,
 )
-from canary.plan import DEFAULT_ROLLBACK_TIMEOUT, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
-from canary.ports import Clock
+from canary.core.plan import (
+    DEFAULT_ROLLBACK_TIMEOUT,
+    Plan,
+    ReleaseRef,
+    VirtualServiceRef,
+    WorkloadRefs,
+)
+from canary.core.ports import Clock
+from canary.core.templates import template_hash
 from canary.sim import chart
 from canary.sim.behaviour import Behaviour
 from canary.sim.merge import apply_merge_patch, create_merge_patch
-from canary.templates import template_hash
 
 #: Time from a pod-template change until the new pods are available (image pull + readiness).
 DEFAULT_READY_AFTER = timedelta(seconds=20)

@@ -21,11 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from itertools import pairwise
 
-from canary import queries
-from canary.analysis import DEFAULT_SCRAPE_INTERVAL
-from canary.model import MetricsSample, MetricValue
-from canary.plan import DEFAULT_LATENCY_QUANTILE, Metric, MetricType
-from canary.ports import CheckRequest, Clock
+from canary.core import queries
+from canary.core.analysis import DEFAULT_SCRAPE_INTERVAL
+from canary.core.model import MetricsSample, MetricValue
+from canary.core.plan import DEFAULT_LATENCY_QUANTILE, Metric, MetricType
+from canary.core.ports import CheckRequest, Clock
 from canary.sim.behaviour import Behaviour
 from canary.sim.cluster import SimCluster
 

@@ -1,4 +1,4 @@
-"""The ports of :mod:`canary.ports`, implemented over a :class:`~canary.sim.cluster.SimCluster`.
+"""The ports of :mod:`canary.core.ports`, implemented over a :class:`~canary.sim.cluster.SimCluster`.
 
 They behave like the real adapters at the boundary: a missing VirtualService is a ConfigError,
 a write with a stale resourceVersion is a ConflictError (the API server's 409), a failed helm
@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from datetime import timedelta
 from typing import Any
 
-from canary import routes
-from canary.errors import ConfigError, ConflictError, RouteError
-from canary.model import (
+from canary.core import routes
+from canary.core.errors import ConfigError, ConflictError, RouteError
+from canary.core.model import (
     COMMAND_ANNOTATION,
     STATE_ANNOTATION,
     Event,
@@ -22,8 +22,8 @@ from canary.model import (
     Weights,
     WorkloadStatus,
 )
-from canary.plan import Plan, ReleaseRef, VirtualServiceRef
-from canary.ports import RouteView
+from canary.core.plan import Plan, ReleaseRef, VirtualServiceRef
+from canary.core.ports import RouteView
 from canary.sim.cluster import VIRTUAL_SERVICE, SimCluster
 
 

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TextIO
 
-from canary import exitcodes
-from canary.controller import Controller, Ports
-from canary.events import Emitter, Listener
-from canary.model import Phase, RolloutState, state_from_json
-from canary.plan import Plan
+from canary.core import exitcodes
+from canary.core.model import Phase, RolloutState, state_from_json
+from canary.core.plan import Plan
+from canary.shell.controller import Controller, Ports
+from canary.shell.emitter import Emitter, Listener
 from canary.sim.scenarios import SCENARIOS, Scenario
 from canary.sim.world import SimWorld
 

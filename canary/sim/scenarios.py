@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from canary.errors import ConfigError
+from canary.core.errors import ConfigError
 from canary.sim.behaviour import Behaviour
 from canary.sim.chart import CANARY_IMAGE, STABLE_IMAGE
 from canary.sim.mesh import DEFAULT_RPS

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from canary.analysis import DEFAULT_SCRAPE_INTERVAL
-from canary.model import STATE_ANNOTATION
-from canary.plan import Destination, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
+from canary.core.analysis import DEFAULT_SCRAPE_INTERVAL
+from canary.core.model import STATE_ANNOTATION
+from canary.core.plan import Destination, Plan, ReleaseRef, VirtualServiceRef, WorkloadRefs
 from canary.sim import chart
 from canary.sim.clock import FakeClock
 from canary.sim.cluster import DEFAULT_READY_AFTER, VIRTUAL_SERVICE, SimCluster

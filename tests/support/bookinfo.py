@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from canary.model import RolloutState, state_from_json
+from canary.core.model import RolloutState, state_from_json
 from tests.support.fakehelm import FakeHelm
 from tests.support.istio_exporter import IstioExporter
 from tests.support.kubeapi import KubeApiServer

@@ -16,7 +16,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from canary.model import (
+from canary.core.model import (
     ALL_STABLE,
     Command,
     CommandName,
@@ -38,7 +38,7 @@ from canary.model import (
     rollback_description,
     rollout_id,
 )
-from canary.plan import (
+from canary.core.plan import (
     DEFAULT_METRICS,
     Analysis,
     Destination,

@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 
-from canary.model import MetricsSample, MetricValue
-from canary.ports import CheckRequest
+from canary.core.model import MetricsSample, MetricValue
+from canary.core.ports import CheckRequest
 
 
 class Metrics:

@@ -3,7 +3,7 @@
 The VirtualService is a plain dict, as the Kubernetes API returns it (or as YAML parses it).
 Every function first locates the **managed route** (DESIGN §1): the http route the plan names
 (by name, by index, or the only one), and in it exactly two destinations, the plan's stable and
-canary. Anything else is a :class:`~canary.errors.RouteError` whose message says what was found,
+canary. Anything else is a :class:`~canary.core.errors.RouteError` whose message says what was found,
 what the plan expects and what to change, because a human has to fix it: the controller pauses
 the plan with traffic on stable rather than guess which destination is which.
 
@@ -23,9 +23,9 @@ import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from canary.errors import RouteError
-from canary.model import Weights
-from canary.plan import Destination, VirtualServiceRef
+from canary.core.errors import RouteError
+from canary.core.model import Weights
+from canary.core.plan import Destination, VirtualServiceRef
 
 #: Kubernetes' default cluster DNS domain; Istio appends it to short service names too. Clusters
 #: with another domain still compare correctly as long as both sides use the same spelling.

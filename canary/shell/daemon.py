@@ -2,7 +2,7 @@
 
 It wires the ports to their adapters and keeps the controller ticking:
 
-* **Plans** come from a directory (:class:`canary.plansource.PlanSource`), polled every
+* **Plans** come from a directory (:class:`canary.plans.directory.PlanSource`), polled every
   :data:`PLAN_POLL` and reconciled into the controller's ``plans`` / ``invalid`` / ``deleted``;
   a bad plan is reported (log line + Kubernetes Event) and every other plan keeps running.
 * **Scheduling** (APScheduler 3): one interval job per plan, ``max_instances=1`` and
@@ -14,8 +14,8 @@ It wires the ports to their adapters and keeps the controller ticking:
   a tick; a slow Prometheus costs at most its query timeout per batch.
 * **Leadership** (:class:`canary.adapters.lease.LeaderElector` on its own thread): every tick,
   write and helm call asks it first; a standby ticks as a no-op and stays ready.
-* **HTTP** on ``--port``: ``/healthz``, ``/readyz``, ``/metrics`` (:mod:`canary.health`,
-  :mod:`canary.telemetry`).
+* **HTTP** on ``--port``: ``/healthz``, ``/readyz``, ``/metrics`` (:mod:`canary.adapters.httpserver`,
+  :mod:`canary.shell.telemetry`).
 * **SIGTERM / SIGINT**: no new tick starts, the tick in flight finishes, a running helm is
   waited for (never killed, DESIGN §7), the lease is released, and the process exits 0. With no
   helm running this takes well under :data:`SHUTDOWN_BUDGET`.
@@ -53,26 +53,26 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from canary import events as ev
 from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
+from canary.adapters.httpserver import HealthServer
 from canary.adapters.istio import IstioRouter
 from canary.adapters.kube import BackgroundEventSink, KubeEventSink, KubeWorkloads, connect
 from canary.adapters.lease import LeaderElector
 from canary.adapters.notify import Notifications, notifier_from_files
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
 from canary.adapters.watch import Interest, Watcher
-from canary.config import ControllerConfig
-from canary.controller import Controller, Ports
-from canary.errors import ConfigError, NotFoundError
-from canary.events import Emitter
-from canary.health import HealthServer
-from canary.model import Decision, Event, Phase, RolloutState, StateError, state_from_json
-from canary.plan import Plan, ReleaseRef, plan_from_spec
-from canary.plansource import NO_PLANS, PlanSource, Update, reconcile
-from canary.ports import Clock, ReleaseManager, SystemClock
-from canary.telemetry import Telemetry
-from canary.timeline import describe
+from canary.config.settings import ControllerConfig
+from canary.core import events as ev
+from canary.core.errors import ConfigError, NotFoundError
+from canary.core.model import Decision, Event, Phase, RolloutState, StateError, state_from_json
+from canary.core.plan import Plan, ReleaseRef
+from canary.core.ports import Clock, ReleaseManager, SystemClock
+from canary.core.spec import plan_from_spec
+from canary.plans.directory import NO_PLANS, PlanSource, Update, reconcile
+from canary.shell.controller import Controller, Ports
+from canary.shell.emitter import Emitter
+from canary.shell.telemetry import Telemetry
 
 log = structlog.get_logger("canary")
 
@@ -244,9 +244,7 @@ class Daemon:
         self.api = connect(config.kubeconfig, config.context)
         self.router = IstioRouter(self.api)
         # Events have a client (and rate limit) of their own and post from their own thread
-        self.sink = BackgroundEventSink(
-            KubeEventSink(connect(config.kubeconfig, config.context), describe=describe)
-        )
+        self.sink = BackgroundEventSink(KubeEventSink(connect(config.kubeconfig, config.context)))
         self.prometheus = PrometheusSource(
             PrometheusConfig(
                 url=config.prometheus_url,

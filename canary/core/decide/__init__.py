@@ -20,10 +20,10 @@ from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from canary import events as ev
-from canary.analysis import CheckResult, evaluate, inadmissible
-from canary.errors import PlanError
-from canary.model import (
+from canary.core import events as ev
+from canary.core.analysis import CheckResult, evaluate, inadmissible
+from canary.core.errors import PlanError
+from canary.core.model import (
     ACTIVE_PHASES,
     ALL_STABLE,
     CommandName,
@@ -41,7 +41,8 @@ from canary.model import (
     rollback_description,
     rollout_id,
 )
-from canary.plan import OnTrouble, Plan, plan_from_spec, plan_hash, plan_to_spec
+from canary.core.plan import OnTrouble, Plan
+from canary.core.spec import plan_from_spec, plan_hash, plan_to_spec
 
 #: First retry of a failed helm rollback after 10 s: long enough for an API-server blip to pass.
 ROLLBACK_BACKOFF = timedelta(seconds=10)

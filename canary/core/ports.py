@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from canary.model import Event, MetricsSample, ReleaseInfo, Weights, WorkloadStatus
-from canary.plan import Metric, Plan, ReleaseRef
+from canary.core.model import Event, MetricsSample, ReleaseInfo, Weights, WorkloadStatus
+from canary.core.plan import Metric, Plan, ReleaseRef
 
 
 @dataclass(frozen=True)

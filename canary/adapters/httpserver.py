@@ -7,7 +7,7 @@
                so (config loaded, Kubernetes and Prometheus reachable, role leader|standby);
                else 503 with the same shape and ``"ready": false``. The readinessProbe only
                gates the Service: a standby is ready (it serves ``/metrics``).
-``/metrics``   The registry in the Prometheus text format (:mod:`canary.telemetry`).
+``/metrics``   The registry in the Prometheus text format (:mod:`canary.shell.telemetry`).
 anything else  404.
 =============  ==============================================================================
 

@@ -1,9 +1,9 @@
-"""canary's own Prometheus metrics, served on ``/metrics`` by :mod:`canary.health`.
+"""canary's own Prometheus metrics, served on ``/metrics`` by :mod:`canary.adapters.httpserver`.
 
 :class:`Telemetry` owns one :class:`prometheus_client.CollectorRegistry` (never the global one,
 so a test or an embedding program can have many). It learns what happened in two ways:
 
-* as an :data:`canary.events.Listener` of the one emitter: every emitted event arrives as the
+* as an :data:`canary.core.events.Listener` of the one emitter: every emitted event arrives as the
   flat record of its log line (``{"event", "level", "plan": "ns/name", "phase", "at",
   **fields}``); the check, rollback and rollout-outcome events feed the counters and histograms;
 * through hooks the daemon calls: :meth:`Telemetry.observe_state` after each tick for each plan,
@@ -66,8 +66,8 @@ from prometheus_client import (
     ProcessCollector,
 )
 
-from canary import events as ev
-from canary.model import Outcome, Phase, RolloutState, Verdict
+from canary.core import events as ev
+from canary.core.model import Outcome, Phase, RolloutState, Verdict
 
 log = logging.getLogger(__name__)
 

@@ -19,12 +19,11 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from canary import events as ev
-from canary.analysis import DEFAULT_SCRAPE_INTERVAL, check_window
-from canary.decide import decide, plan_in_force, wants_check
-from canary.errors import CanaryError, ConflictError, HelmError, TransientError
-from canary.events import Emitter
-from canary.model import (
+from canary.core import events as ev
+from canary.core.analysis import DEFAULT_SCRAPE_INTERVAL, check_window
+from canary.core.decide import decide, plan_in_force, wants_check
+from canary.core.errors import CanaryError, ConflictError, HelmError, TransientError
+from canary.core.model import (
     Command,
     Decision,
     Event,
@@ -38,8 +37,8 @@ from canary.model import (
     state_from_json,
     state_to_json,
 )
-from canary.plan import Plan
-from canary.ports import (
+from canary.core.plan import Plan
+from canary.core.ports import (
     CheckRequest,
     Clock,
     MetricsSource,
@@ -48,6 +47,7 @@ from canary.ports import (
     TrafficRouter,
     Workloads,
 )
+from canary.shell.emitter import Emitter
 
 #: A conflict means someone else wrote between our read and write; three re-reads in a row
 #: losing the race means a hot writer (a GitOps loop) and the next tick will try again.

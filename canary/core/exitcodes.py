@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from canary.model import Outcome, Phase, RolloutState
+from canary.core.model import Outcome, Phase, RolloutState
 
 SUCCEEDED: Final = 0
 ROLLED_BACK: Final = 1

@@ -23,8 +23,8 @@ from datetime import timedelta
 from string import Template
 from typing import Final
 
-from canary.plan import Metric, MetricType, Reporter
-from canary.routes import normalise_host
+from canary.core.plan import Metric, MetricType, Reporter
+from canary.core.routes import normalise_host
 
 #: The labels a batch is grouped by: one series per workload.
 GROUP_BY: Final = "destination_workload_namespace, destination_workload"

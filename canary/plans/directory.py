@@ -72,8 +72,9 @@ from yaml.events import (
 )
 from yaml.nodes import ScalarNode
 
-from canary.errors import PlanError, Problem
-from canary.plan import MAX_INPUT_BYTES, Plan, load_plan_text
+from canary.core.errors import PlanError, Problem
+from canary.core.plan import Plan
+from canary.plans.files import MAX_INPUT_BYTES, load_plan_text
 
 # --- defaults ----------------------------------------------------------------------------------
 
@@ -194,7 +195,7 @@ class Update:
 
 
 class PlanTarget(Protocol):
-    """What an Update is applied to: the three dicts of :class:`canary.controller.Controller`."""
+    """What an Update is applied to: the three dicts of :class:`canary.shell.controller.Controller`."""
 
     plans: dict[str, Plan]
     invalid: dict[str, str]
@@ -717,7 +718,7 @@ _DEPLOYMENT_FIX = (
 def _conflicts(plans: Sequence[Plan]) -> dict[str, list[Problem]]:
     """Per plan key, the problems of sharing a VirtualService or Deployment with another plan.
 
-    The rule is :func:`canary.plan.check_conflicts`'s, but every party gets the problem, not
+    The rule is :func:`canary.core.plan.check_conflicts`'s, but every party gets the problem, not
     only the later one: the directory has no order that says which plan was meant, so all of
     them are refused until a human resolves it.
     """

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
-from canary import exitcodes
-from canary.errors import (
+from canary.core import exitcodes
+from canary.core.durations import format_duration, parse_duration
+from canary.core.errors import (
     CanaryError,
     ConfigError,
     ForbiddenError,
     NotFoundError,
     TransientError,
 )
-from canary.model import (
+from canary.core.model import (
     Command,
     CommandName,
     Phase,
@@ -38,7 +39,7 @@ from canary.model import (
     command_to_json,
     state_from_json,
 )
-from canary.plan import format_duration, load_plan_files, parse_duration
+from canary.plans.files import load_plan_files
 
 #: How often `wait` and the commands look at the state. The controller ticks a rollout every
 #: analysis interval (30 s by default) and a busy one every 2 s: 2 s costs one GET.

@@ -61,10 +61,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from canary.errors import ConfigError, Problem
+from canary.core.durations import format_duration, parse_duration
+from canary.core.errors import ConfigError, Problem
 
 # Shared wording with plan validation: "did you mean …?", "got the number 3".
-from canary.plan import _got, _show, _suggest_key, format_duration, parse_duration
+from canary.core.wording import got as _got
+from canary.core.wording import show as _show
+from canary.core.wording import suggest_key as _suggest_key
 
 # --- defaults --------------------------------------------------------------------------------
 
@@ -98,7 +101,7 @@ DEFAULT_RETRY_PERIOD = timedelta(seconds=2)
 #: The usual unprivileged port for health and metrics: the container runs as non-root and
 #: cannot bind below 1024.
 DEFAULT_PORT = 8080
-#: None: console on a TTY, JSON lines otherwise (DESIGN §6; canary.events.configure_logging).
+#: None: console on a TTY, JSON lines otherwise (DESIGN §6; canary.core.events.configure_logging).
 DEFAULT_LOG_FORMAT: str | None = None
 
 LOG_FORMATS = ("json", "console")

@@ -1,6 +1,6 @@
 """``canary ...``: the command line (DESIGN §5).
 
-Exit codes are API (CI scripts branch on them): see :mod:`canary.exitcodes` and DESIGN §5.
+Exit codes are API (CI scripts branch on them): see :mod:`canary.core.exitcodes` and DESIGN §5.
 """
 
 from __future__ import annotations
@@ -15,23 +15,28 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TextIO
 
-from canary import __version__, control, exitcodes
+from canary import __version__
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
-from canary.analysis import CheckResult, evaluate
-from canary.config import add_common_flags, load_config
-from canary.errors import ConfigError, PlanError
-from canary.events import configure_logging
-from canary.model import MetricsSample, Verdict, Weights
-from canary.plan import MetricType, Plan, format_duration, load_plan_files
-from canary.ports import CheckRequest
-from canary.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary, render_key, requests_key
+from canary.cli import control
+from canary.cli.timeline import add_timeline_parser
+from canary.config.settings import add_common_flags, load_config
+from canary.core import exitcodes
+from canary.core.analysis import CheckResult, evaluate
+from canary.core.durations import format_duration
+from canary.core.errors import ConfigError, PlanError
+from canary.core.model import MetricsSample, Verdict, Weights
+from canary.core.plan import MetricType, Plan
+from canary.core.ports import CheckRequest
+from canary.core.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary, render_key, requests_key
+from canary.core.render import format_line
+from canary.plans.files import load_plan_files
+from canary.shell.emitter import configure_logging
 from canary.sim.run import SCENARIOS, demo, simulate
 from canary.sim.world import demo_plan
-from canary.timeline import add_timeline_parser, format_line
 
 #: The bookinfo example plan of a checkout; an installed package falls back to the same plan
 #: built in code (canary.sim.world.demo_plan).
-DEMO_PLAN = Path(__file__).resolve().parent.parent / "config" / "plans" / "reviews.yaml"
+DEMO_PLAN = Path(__file__).resolve().parents[2] / "config" / "plans" / "reviews.yaml"
 
 
 def plan_warnings(plan: Plan, scrape_interval: timedelta) -> list[str]:
@@ -301,7 +306,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         print(f"canary run: invalid configuration:\n{exc}", file=err)
         return exitcodes.USAGE
     configure_logging("off" if off else config.log_format, stream=err)
-    from canary.daemon import Daemon  # noqa: PLC0415 - the kubernetes client loads only here
+    from canary.shell.daemon import Daemon  # noqa: PLC0415 - the kubernetes client loads only here
 
     try:
         daemon = Daemon(config)

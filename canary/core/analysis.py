@@ -1,4 +1,4 @@
-"""One check: a :class:`~canary.model.MetricsSample` in, one verdict out (DESIGN §3).
+"""One check: a :class:`~canary.core.model.MetricsSample` in, one verdict out (DESIGN §3).
 
 Verdict precedence: **FAIL** if any metric breaches a bound, the canary Deployment is not fully
 available, or traffic is not reaching the canary; else **ERROR** if any query failed; else
@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from canary.model import MetricsSample, MetricValue, Verdict, Weights
-from canary.plan import Analysis, Metric
+from canary.core.model import MetricsSample, MetricValue, Verdict, Weights
+from canary.core.plan import Analysis, Metric
 
 #: Istio's Prometheus scrapes every 15 s by default (DESIGN §5 --scrape-interval).
 DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
