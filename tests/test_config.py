@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from canary.config import settings as config
+from canary.config.load import load_config
 from canary.config.settings import (
     ControllerConfig,
     LeaseConfig,
@@ -19,7 +20,6 @@ from canary.config.settings import (
     PrometheusAuth,
     SettingsError,
     add_common_flags,
-    load_config,
 )
 from canary.core.durations import parse_duration
 from canary.core.errors import ConfigError
@@ -375,8 +375,8 @@ SOURCE_ERRORS = [
     pytest.param(
         {"CANARY_PROMETHEUS_URL": "http://prom:99999"},
         [],
-        'CANARY_PROMETHEUS_URL: "http://prom:99999" is not a URL: Port out of range 0-65535 '
-        '(write e.g. "http://prometheus.istio-system:9090")',
+        'CANARY_PROMETHEUS_URL: "http://prom:99999" is not a URL: port "99999" is not a number '
+        'from 1 to 65535 (write e.g. "http://prometheus.istio-system:9090")',
         id="url-bad-port",
     ),
     pytest.param(
@@ -550,13 +550,14 @@ FILE_ERRORS = [
     ),
     pytest.param(
         "port: 8080\nport: 9090\n",
-        "line 2, column 1: invalid YAML: duplicate key port (fix the YAML syntax)",
+        "port: duplicate key (YAML keeps only the last value and drops the others; remove the "
+        "extra ones)",
         id="duplicate-key",
     ),
     pytest.param(
         "port: [8080\n",
-        "line 2, column 1: invalid YAML: expected ',' or ']', but got '<stream end>' "
-        "(fix the YAML syntax)",
+        "line 2, column 1: invalid YAML: expected ',' or ']', but got '<stream end>' (while "
+        "parsing a flow sequence) (check the indentation, quoting and colons here)",
         id="yaml-syntax",
     ),
 ]

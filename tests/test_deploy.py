@@ -28,7 +28,7 @@ from helm_python import HelmError
 from helm_python.chart import lint
 
 from canary.cli import build_parser
-from canary.config.settings import load_config
+from canary.config.load import load_config
 from canary.core import events as ev
 from canary.core.plan import DEFAULT_ROLLBACK_TIMEOUT
 from canary.plans.files import load_plan_text

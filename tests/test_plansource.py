@@ -1,4 +1,4 @@
-"""The plans directory of ``canary run`` (canary/plansource.py): change detection, ConfigMap
+"""The plans directory of ``canary run`` (canary/plans/): change detection, ConfigMap
 symlink swaps, per-key errors, and the pure reconcile that the daemon applies to the Controller.
 
 Real files and symlinks in ``tmp_path``; time never passes: where a change must be visible to
@@ -19,15 +19,9 @@ from canary.core.conflicts import check_conflicts
 from canary.core.errors import PlanError
 from canary.core.plan import Plan
 from canary.plans import directory as plansource
-from canary.plans.directory import (
-    CONFIGMAP_DATA_LINK,
-    NO_PLANS,
-    PlanSet,
-    PlanSource,
-    Update,
-    reconcile,
-)
+from canary.plans.directory import CONFIGMAP_DATA_LINK, PlanSource
 from canary.plans.files import load_plan_files, load_plan_text
+from canary.plans.planset import NO_PLANS, PlanSet, Update, reconcile
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PLANS = ROOT / "config" / "plans"
@@ -277,7 +271,7 @@ def test_configmap_swap_during_a_read_is_read_again(
     volume = ConfigMapVolume(tmp_path / "plans")
     volume.write({"reviews.yaml": REVIEWS, "ratings.yaml": RATINGS})
     source = PlanSource(volume.root)
-    read = plansource._read_bytes
+    read = plansource.read_bytes
     reads: list[str] = []
 
     def read_then_swap(path: str) -> bytes:
@@ -290,7 +284,7 @@ def test_configmap_swap_during_a_read_is_read_again(
             )
         return raw
 
-    monkeypatch.setattr(plansource, "_read_bytes", read_then_swap)
+    monkeypatch.setattr(plansource, "read_bytes", read_then_swap)
     loaded = source.load()
     assert loaded.problems == []
     assert first_weight(loaded.plans[REVIEWS_KEY]) == 20
@@ -620,14 +614,14 @@ def test_unreadable_file_keeps_its_previous_plan(
     source = PlanSource(plans_dir)
     first = load_and_reconcile(source)
 
-    read: Callable[[str], bytes] = plansource._read_bytes
+    read: Callable[[str], bytes] = plansource.read_bytes
 
     def denied(name: str) -> bytes:
         if name.endswith("reviews.yaml"):
             raise PermissionError(13, "Permission denied", name)
         return read(name)
 
-    monkeypatch.setattr(plansource, "_read_bytes", denied)
+    monkeypatch.setattr(plansource, "read_bytes", denied)
     bump_mtime(path)
     loaded = source.load()
     assert loaded.unreadable_files == {str(path)}

@@ -19,7 +19,8 @@ from canary import __version__
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
 from canary.cli import control
 from canary.cli.timeline import add_timeline_parser
-from canary.config.settings import add_common_flags, load_config
+from canary.config.load import load_config
+from canary.config.settings import add_common_flags
 from canary.core import exitcodes
 from canary.core.analysis import CheckResult, evaluate
 from canary.core.durations import format_duration

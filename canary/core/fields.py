@@ -15,7 +15,7 @@ from typing import TypeVar
 from canary.core.durations import DURATION_FIX, DurationError, format_duration, parse_duration
 from canary.core.errors import Problem
 from canary.core.names import NameRule, name_problem
-from canary.core.wording import got, show, suggest_key
+from canary.core.wording import DUPLICATE_KEY_FIX, got, show, suggest_key
 
 _T = TypeVar("_T")
 
@@ -71,7 +71,7 @@ def known_fields(
             doc.add(
                 join(path, text),
                 "duplicate key",
-                "YAML keeps only the last value and drops the others; remove the extra ones",
+                DUPLICATE_KEY_FIX,
             )
         out[key] = item
     for key, key_fix in (required or {}).items():

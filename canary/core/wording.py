@@ -12,6 +12,9 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 
+#: The fix for a key given twice in one mapping: YAML would keep the last silently.
+DUPLICATE_KEY_FIX = "YAML keeps only the last value and drops the others; remove the extra ones"
+
 
 def show(value: object) -> str:
     """A value as the message quotes it: strings in double quotes, YAML spelling for the rest."""

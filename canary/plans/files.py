@@ -41,13 +41,12 @@ def _load_text(text: str, source: str) -> tuple[list[Plan], list[Problem]]:
     return plans, problems
 
 
-def _too_large(source: str, path: str) -> Problem:
-    return Problem(
-        source,
-        path,
-        f"larger than {MAX_INPUT_BYTES} bytes (1 MiB)",
-        "a plan is a few KiB: split the file, or check that this is a plan file",
-    )
+#: What a file too large to be a plan is, most likely.
+TOO_LARGE_FIX = "a plan is a few KiB: split the file, or check that this is a plan file"
+
+
+def _too_large(source: str, path: str, fix: str = TOO_LARGE_FIX) -> Problem:
+    return Problem(source, path, f"larger than {MAX_INPUT_BYTES} bytes (1 MiB)", fix)
 
 
 def load_plan_text(text: str, source: str = "") -> list[Plan]:
@@ -96,35 +95,46 @@ def _plan_paths(paths: Sequence[str | os.PathLike[str]], problems: list[Problem]
     return out
 
 
-def _read_text(path: str, problems: list[Problem]) -> str | None:
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_INPUT_BYTES + 1)
-    except OSError as err:
-        problems.append(
-            Problem(
-                path,
-                "(file)",
-                f"cannot read: {err.strerror or err}",
-                "check the path and its permissions",
-            )
-        )
-        return None
+def read_bytes(path: str) -> bytes:
+    """The file's first ``MAX_INPUT_BYTES + 1`` bytes: enough to tell it is too large."""
+    with open(path, "rb") as handle:
+        return handle.read(MAX_INPUT_BYTES + 1)
+
+
+def decode(source: str, raw: bytes, too_large_fix: str = TOO_LARGE_FIX) -> str | Problem:
+    """Text as every input is read: at most MAX_INPUT_BYTES of UTF-8, a BOM dropped."""
     if len(raw) > MAX_INPUT_BYTES:
-        problems.append(_too_large(path, "(file)"))
-        return None
+        return _too_large(source, "(file)", too_large_fix)
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        problems.append(
-            Problem(
-                path,
-                "(file)",
-                f"not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start}",
-                "save the file as UTF-8",
-            )
+        return Problem(
+            source,
+            "(file)",
+            f"not UTF-8 text: byte 0x{raw[err.start]:02x} at offset {err.start}",
+            "save the file as UTF-8",
         )
+
+
+def read_text(
+    path: str,
+    problems: list[Problem],
+    *,
+    cannot: str = "cannot read",
+    fix: str = "check the path and its permissions",
+    too_large_fix: str = TOO_LARGE_FIX,
+) -> str | None:
+    """A file's text (:func:`decode`), or None with the problem added to ``problems``."""
+    try:
+        raw = read_bytes(path)
+    except OSError as err:
+        problems.append(Problem(path, "(file)", f"{cannot}: {err.strerror or err}", fix))
         return None
+    text = decode(path, raw, too_large_fix)
+    if isinstance(text, Problem):
+        problems.append(text)
+        return None
+    return text
 
 
 def load_plan_files(paths: Sequence[str | os.PathLike[str]]) -> list[Plan]:
@@ -138,7 +148,7 @@ def load_plan_files(paths: Sequence[str | os.PathLike[str]]) -> list[Plan]:
     problems: list[Problem] = []
     plans: list[Plan] = []
     for path in _plan_paths(paths, problems):
-        text = _read_text(path, problems)
+        text = read_text(path, problems)
         if text is None:
             continue
         file_plans, file_problems = _load_text(text, path)

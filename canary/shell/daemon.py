@@ -69,7 +69,8 @@ from canary.core.model import Decision, Event, Phase, RolloutState, StateError, 
 from canary.core.plan import Plan, ReleaseRef
 from canary.core.ports import Clock, ReleaseManager, SystemClock
 from canary.core.spec import plan_from_spec
-from canary.plans.directory import NO_PLANS, PlanSource, Update, reconcile
+from canary.plans.directory import PlanSource
+from canary.plans.planset import NO_PLANS, Update, reconcile
 from canary.shell.controller import Controller, Ports
 from canary.shell.emitter import Emitter
 from canary.shell.telemetry import Telemetry
