@@ -27,7 +27,6 @@ from canary.core.decide import (
     ROLLBACK_PENDING_GRACE,
     decide,
     plan_in_force,
-    rollback_description,
     wants_check,
 )
 from canary.core.model import (
@@ -45,6 +44,7 @@ from canary.core.model import (
     RollbackProgress,
     RolloutState,
     Weights,
+    rollback_description,
     rollout_id,
 )
 from canary.core.plan import OnTrouble, Plan, Step

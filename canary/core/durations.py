@@ -129,3 +129,9 @@ def go_duration(delta: timedelta) -> str:
     if minutes:
         return f"{minutes}m{seconds}s"
     return f"{seconds}s"
+
+
+def format_seconds(delta: timedelta) -> str:
+    """:func:`format_duration` of the whole seconds in ``delta`` (what messages show of a wait
+    measured on a clock): ``2m30s``, never ``2m30.0417s``."""
+    return format_duration(timedelta(seconds=max(0, int(delta.total_seconds()))))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Final
 
-from canary.core.model import Outcome, Phase, RolloutState
+from canary.core.model import ENDED_PHASES, Outcome, Phase, RolloutState
 
 SUCCEEDED: Final = 0
 ROLLED_BACK: Final = 1
@@ -47,9 +47,8 @@ def verdict_of(state: RolloutState | None, rollout_id: str | None = None) -> int
         return SUCCEEDED
     if state.phase is Phase.PAUSED:
         return PAUSED
-    ended = (Phase.ROLLED_BACK, Phase.ROLLBACK_FAILED, Phase.FINALISING, Phase.IDLE)
     if (
-        state.phase in ended
+        state.phase in ENDED_PHASES
         and state.last is not None
         and state.last.rollout_id == state.rollout_id
     ):

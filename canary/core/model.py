@@ -33,10 +33,24 @@ class Phase(enum.StrEnum):
     ROLLBACK_FAILED = "RollbackFailed"
 
 
-#: Phases in which a rollout of a particular canary is under way (DESIGN §4 "any active").
+# The phase sets, each named once; decide, the daemon, `wait` and the commands all use these.
+
+#: Phases in which a rollout of a particular canary is under way (docs/design.md §4 "any
+#: active").
 ACTIVE_PHASES = frozenset(
     {Phase.PENDING, Phase.PROGRESSING, Phase.PAUSED, Phase.SUCCEEDED, Phase.ROLLING_BACK}
 )
+#: Active phases whose rollout a newer canary supersedes at once: a rollback under way
+#: finishes first, so the release ends consistent.
+SUPERSEDABLE_PHASES = ACTIVE_PHASES - {Phase.ROLLING_BACK}
+#: Phases in which checks are judged (the state's step is being analysed).
+ANALYSING_PHASES = frozenset({Phase.PROGRESSING, Phase.PAUSED})
+#: Phases at rest: no check is due and nothing is being waited for.
+AT_REST_PHASES = frozenset({Phase.IDLE, Phase.ROLLED_BACK, Phase.ROLLBACK_FAILED, Phase.SUCCEEDED})
+#: Phases that wait on the cluster (pods becoming available, helm), not on metrics.
+WAITING_PHASES = frozenset({Phase.PENDING, Phase.FINALISING, Phase.ROLLING_BACK})
+#: Phases after the analysis of the state's rollout ended; ``last`` holds its outcome.
+ENDED_PHASES = frozenset({Phase.ROLLED_BACK, Phase.ROLLBACK_FAILED, Phase.FINALISING, Phase.IDLE})
 
 
 class Verdict(enum.StrEnum):

@@ -65,7 +65,16 @@ from canary.adapters.watch import Interest, Watcher
 from canary.config.settings import ControllerConfig
 from canary.core import events as ev
 from canary.core.errors import ConfigError, NotFoundError
-from canary.core.model import Decision, Event, Phase, RolloutState, StateError, state_from_json
+from canary.core.model import (
+    AT_REST_PHASES,
+    WAITING_PHASES,
+    Decision,
+    Event,
+    Phase,
+    RolloutState,
+    StateError,
+    state_from_json,
+)
 from canary.core.plan import Plan, ReleaseRef
 from canary.core.ports import Clock, ReleaseManager, SystemClock
 from canary.core.spec import plan_from_spec
@@ -115,16 +124,13 @@ TICK_DRAIN = 6.0
 #: Time the notifier gets to flush on shutdown (it never delays a rollback, nor an exit much).
 NOTIFY_FLUSH = 2.0
 
-_AT_REST = frozenset({Phase.IDLE, Phase.ROLLED_BACK, Phase.ROLLBACK_FAILED, Phase.SUCCEEDED})
-_BUSY = frozenset({Phase.PENDING, Phase.FINALISING, Phase.ROLLING_BACK})
-
 
 def cadence(plan: Plan, state: RolloutState | None) -> timedelta:
     """How often a plan's job runs, by phase: the analysis interval while checks are due,
     :data:`BUSY_INTERVAL` while waiting on the cluster, :data:`IDLE_INTERVAL` at rest."""
-    if state is None or state.phase in _AT_REST:
+    if state is None or state.phase in AT_REST_PHASES:
         return IDLE_INTERVAL
-    if state.phase in _BUSY:
+    if state.phase in WAITING_PHASES:
         return min(BUSY_INTERVAL, plan.analysis.interval)
     return plan.analysis.interval
 
