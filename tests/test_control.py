@@ -25,7 +25,9 @@ from canary.adapters.helm import HelmReleases
 from canary.adapters.helmstore import SecretHistory
 from canary.adapters.istio import IstioRouter
 from canary.adapters.kube import KubeEventSink, KubeWorkloads
-from canary.cli import build_parser, control
+from canary.cli import build_parser
+from canary.cli.commands import cmd_command
+from canary.cli.wait import cmd_wait
 from canary.core import exitcodes
 from canary.core.model import Phase
 from canary.core.plan import Plan
@@ -82,7 +84,7 @@ class Rig:
         args = build_parser().parse_args([*argv, "--kubeconfig", str(self.kubeconfig)])
         out, err = io.StringIO(), io.StringIO()
         func = args.func
-        if func in (control.cmd_wait, control.cmd_command):
+        if func in (cmd_wait, cmd_command):
             code = func(args, out, err, sleep=lambda _: self.tick(), **hooks)
         else:
             code = func(args, out, err)
@@ -156,7 +158,7 @@ def test_wait_whose_canary_is_superseded_exits_5(rig: Rig) -> None:
         ["wait", str(rig.plan_file), "--timeout", "5m", "--kubeconfig", str(rig.kubeconfig)]
     )
     out, err = io.StringIO(), io.StringIO()
-    code = control.cmd_wait(args, out, err, sleep=sleep_then_upgrade)
+    code = cmd_wait(args, out, err, sleep=sleep_then_upgrade)
     assert code == exitcodes.SUPERSEDED, out.getvalue()
     assert "superseded by a newer canary" in out.getvalue()
 
@@ -212,7 +214,7 @@ def test_wait_started_before_the_upgrade_binds_to_the_next_rollout(rig: Rig) -> 
         ["wait", str(rig.plan_file), "--timeout", "5m", "--kubeconfig", str(rig.kubeconfig)]
     )
     out = io.StringIO()
-    code = control.cmd_wait(args, out, io.StringIO(), sleep=upgrade_after_first_poll)
+    code = cmd_wait(args, out, io.StringIO(), sleep=upgrade_after_first_poll)
     assert code == exitcodes.SUCCEEDED, out.getvalue()
     assert "waiting for" in out.getvalue() and "the next rollout" in out.getvalue()
 
@@ -246,7 +248,7 @@ def test_wait_rides_out_api_errors_and_a_stripped_state(rig: Rig) -> None:
         ["wait", rig.key, "--timeout", "10m", "--kubeconfig", str(rig.kubeconfig)]
     )
     out, err = io.StringIO(), io.StringIO()
-    code = control.cmd_wait(args, out, err, sleep=strip_once)
+    code = cmd_wait(args, out, err, sleep=strip_once)
     assert stripped[0]
     assert "retrying" in err.getvalue() and "no canary.dev/state" in err.getvalue()
     # the controller restarts the analysis after state.lost; wait reports that rollout's end

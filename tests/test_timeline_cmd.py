@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from canary.cli.timeline import NOT_FOUND, add_timeline_parser, cmd_timeline
+from canary.cli.timeline import NOT_FOUND, add_parser, cmd_timeline
 
 ROOT = Path(__file__).resolve().parents[1]
 PLAN = str(ROOT / "config" / "plans" / "reviews.yaml")
@@ -104,7 +104,7 @@ def run(monkeypatch: pytest.MonkeyPatch) -> Run:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="canary")
-    add_timeline_parser(p.add_subparsers(dest="command", required=True))
+    add_parser(p.add_subparsers(dest="command", required=True))
     return p
 
 

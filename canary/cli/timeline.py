@@ -13,6 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Final, TextIO
 
+from canary.cli.options import add_common
 from canary.core.exitcodes import USAGE
 from canary.core.timeline import LogScan, Rollout, group_rollouts, render_rollout, scan_log, skipped
 
@@ -39,7 +40,7 @@ terminal) · 3 no rollout in the input matches (none at all, or not the --rollou
 """
 
 
-def add_timeline_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """``canary timeline [--rollout ID] [--plan NS/NAME] [--queries] [FILE ...]``."""
     p = subparsers.add_parser(
         "timeline",
@@ -68,6 +69,7 @@ def add_timeline_parser(subparsers: argparse._SubParsersAction[argparse.Argument
         help="only this plan's rollouts (NAME alone matches it in any namespace)",
     )
     p.add_argument("--queries", action="store_true", help="also print each check's PromQL")
+    add_common(p)
     p.set_defaults(func=cmd_timeline)
 
 

@@ -10,6 +10,7 @@ from datetime import timedelta
 from typing import Any, TextIO
 
 from canary.core import exitcodes
+from canary.core.analysis import DEFAULT_SCRAPE_INTERVAL
 from canary.core.model import Phase, RolloutState, state_from_json
 from canary.core.plan import Plan
 from canary.shell.controller import Controller, Ports
@@ -49,6 +50,7 @@ class _Recorder:
 
 
 def controller_for(world: SimWorld, listener: Listener | None = None) -> Controller:
+    """The real controller over the world's ports, judging at the world's scrape interval."""
     ports = Ports(
         router=world.router,
         workloads=world.workloads,
@@ -61,6 +63,7 @@ def controller_for(world: SimWorld, listener: Listener | None = None) -> Control
         ports=ports,
         emitter=Emitter(world.events, listeners=listeners),
         plans={world.plan.key: world.plan},
+        scrape_interval=world.metrics.scrape_interval,
     )
 
 
@@ -95,9 +98,10 @@ def simulate(
     listener: Listener | None = None,
     limit: timedelta = DEFAULT_LIMIT,
     tick: timedelta = DEFAULT_TICK,
+    scrape_interval: timedelta = DEFAULT_SCRAPE_INTERVAL,
 ) -> SimResult:
     """Release the scenario's canary and run until the rollout has a verdict (DESIGN §5)."""
-    world = SimWorld.create(plan, scenario)
+    world = SimWorld.create(plan, scenario, scrape_interval=scrape_interval)
     recorder = _Recorder(listener)
     ctrl = controller_for(world, recorder)
     ctrl.tick()  # Idle: the base revision is recorded
@@ -129,11 +133,17 @@ def simulate(
     )
 
 
-def demo(plan: Plan, listener: Listener, out: TextIO) -> int:
+def demo(
+    plan: Plan,
+    listener: Listener,
+    out: TextIO,
+    *,
+    scrape_interval: timedelta = DEFAULT_SCRAPE_INTERVAL,
+) -> int:
     """A good release and then a bad one, back to back, on the simulator (``canary demo``)."""
     good = SCENARIOS["good"]
     bad = SCENARIOS["bad-errors"]
-    world = SimWorld.create(plan, good)
+    world = SimWorld.create(plan, good, scrape_interval=scrape_interval)
     bad_image = good.canary_image.rsplit(":", 1)[0] + ":bad"
     world.mesh.behaviours[bad_image] = bad.canary
     recorder = _Recorder(listener)
