@@ -26,7 +26,7 @@ from canary.core.model import (
     state_from_json,
     state_to_json,
 )
-from canary.core.spec import plan_hash, plan_to_spec
+from canary.core.snapshot import plan_hash, plan_to_spec
 from canary.plans.files import load_plan_files
 from canary.shell.emitter import configure_logging
 from canary.sim import SCENARIOS

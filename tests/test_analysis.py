@@ -1,4 +1,5 @@
-"""canary.core.analysis: one check → one verdict, and when a check is due over which window (DESIGN §3).
+"""canary.core.analysis: one check → one verdict, and when a check is due over which window
+(docs/design.md §3).
 
 Named table rows, one per rule: verdict precedence FAIL > ERROR > INCONCLUSIVE > PASS, the
 relative bounds and when they are skipped, the critical flag, and the step-scoped window.

@@ -14,9 +14,10 @@ import pytest
 from canary.cli import main
 from canary.core import exitcodes
 from canary.core.model import Decision, Phase
-from canary.shell.daemon import BUSY_INTERVAL, IDLE_INTERVAL, TickBatcher, cadence
+from canary.shell.scheduling import BUSY_INTERVAL, IDLE_INTERVAL, TickBatcher, cadence
 from tests.support.builders import PLAN, idle, pending, progressing, rolling_back, succeeded
 from tests.support.daemon import write_kubeconfig
+from tests.support.fakehelm import FakeHelm
 from tests.support.kubeapi import KubeApiServer
 
 
@@ -103,9 +104,12 @@ def test_run_without_a_prometheus_url_is_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_run_with_its_port_taken_is_a_usage_error_not_a_traceback(
-    tmp_path: Path, kubeapi: KubeApiServer
+    tmp_path: Path, kubeapi: KubeApiServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kubeapi.url)
+    helm = FakeHelm(tmp_path / "helm.json")
+    for name, value in helm.env.items():
+        monkeypatch.setenv(name, value)
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
@@ -113,9 +117,36 @@ def test_run_with_its_port_taken_is_a_usage_error_not_a_traceback(
         err = io.StringIO()
         code = main(
             ["run", "--plans", str(tmp_path), "--prometheus-url", "http://127.0.0.1:9",
-             "--kubeconfig", str(kubeconfig), "--port", str(port), "--log-format", "off"],
+             "--kubeconfig", str(kubeconfig), "--port", str(port), "--log-format", "off",
+             "--helm-binary", str(helm.binary)],
             out=io.StringIO(),
             err=err,
         )  # fmt: skip
     assert code == exitcodes.USAGE
     assert f"port {port}" in err.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize("binary", ["helm-that-is-not-installed", "/nonexistent/bin/helm"])
+def test_run_without_a_helm_binary_refuses_to_start(
+    tmp_path: Path, kubeapi: KubeApiServer, binary: str
+) -> None:
+    """No helm, no rollback: caught at start (exit 2, naming the setting), not at the first
+    breach."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kubeapi.url)
+    err = io.StringIO()
+    code = main(
+        ["run", "--plans", str(tmp_path), "--prometheus-url", "http://127.0.0.1:9",
+         "--kubeconfig", str(kubeconfig), "--port", str(free_port()), "--log-format", "off",
+         "--helm-binary", binary],
+        out=io.StringIO(),
+        err=err,
+    )  # fmt: skip
+    assert code == exitcodes.USAGE
+    assert f"helm binary {binary!r} not found" in err.getvalue()
+    assert "--helm-binary" in err.getvalue()

@@ -48,7 +48,7 @@ from canary.core.model import (
     rollout_id,
 )
 from canary.core.plan import OnTrouble, Plan, Step
-from canary.core.spec import plan_hash, plan_to_spec
+from canary.core.snapshot import plan_hash, plan_to_spec
 from tests.support.builders import (
     BASE_REV,
     CANARY_HASH,

@@ -36,7 +36,7 @@ from canary.core.plan import (
     VirtualServiceRef,
     WorkloadRefs,
 )
-from canary.core.spec import plan_from_spec, plan_hash, plan_to_spec
+from canary.core.snapshot import plan_from_spec, plan_hash, plan_to_spec
 from canary.plans.files import MAX_INPUT_BYTES, load_plan_files, load_plan_text
 from canary.plans.yamlload import MAX_DEPTH
 

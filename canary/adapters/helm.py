@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -31,6 +32,8 @@ from canary.core.errors import ConfigError, HelmError, NotFoundError, Unavailabl
 from canary.core.model import ReleaseInfo, Revision, RevisionStatus
 from canary.core.plan import ReleaseRef
 
+#: `helm version` reads nothing remote: an answer takes milliseconds.
+VERSION_TIMEOUT = timedelta(seconds=10)
 #: `helm history` reads a few Secrets; 30 s means the API server is in trouble.
 DEFAULT_HISTORY_TIMEOUT = timedelta(seconds=30)
 #: How long past helm's own --timeout we keep waiting for a rollback before we stop waiting
@@ -121,6 +124,44 @@ class HelmReleases:
         self._lock = threading.Lock()
         #: rollbacks we stopped waiting for (still running, never killed), by release
         self.running: dict[tuple[str, str], subprocess.Popen[str]] = {}
+
+    def locate(self) -> str:
+        """The path of the helm binary; :class:`ConfigError` naming the setting if there is
+        none. Cheap (a PATH lookup): ``/readyz`` asks on every probe."""
+        path = shutil.which(self.binary, path=self._env.get("PATH"))
+        if path is None:
+            raise ConfigError(
+                f"helm binary {self.binary!r} not found"
+                + ("" if os.sep in self.binary else " on PATH")
+                + ": without helm no rollback can run; install it, or point --helm-binary "
+                "(CANARY_HELM_BINARY, key helmBinary) at it"
+            )
+        return path
+
+    def version(self) -> str:
+        """``helm version --short`` (e.g. ``v3.16.2+g13654a5``): the binary runs. Raises
+        :class:`ConfigError` when it cannot be run or fails."""
+        argv = [self.locate(), "version", "--short"]
+        try:
+            done = subprocess.run(  # an argv list we built, never a shell
+                argv,
+                capture_output=True,
+                text=True,
+                timeout=VERSION_TIMEOUT.total_seconds(),
+                env=self._env,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise ConfigError(
+                f"{self.binary} version did not answer within {go_duration(VERSION_TIMEOUT)}"
+            ) from None
+        except OSError as exc:
+            raise ConfigError(f"cannot run helm ({self.binary}): {exc}") from None
+        if done.returncode != 0:
+            raise ConfigError(
+                f"{self.binary} version exited {done.returncode}: {_tail(done.stderr)}"
+            )
+        return done.stdout.strip()
 
     def _argv(self, *args: str) -> list[str]:
         return [self.binary, *args, *self._global]

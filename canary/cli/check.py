@@ -21,7 +21,7 @@ from canary.core.plan import MetricType, Plan
 from canary.core.ports import CheckRequest
 from canary.core.queries import ISTIO_LATENCY_BUCKETS, on_bucket_boundary, render_key, requests_key
 from canary.core.render import number
-from canary.core.spec import plan_from_spec
+from canary.core.snapshot import plan_from_spec
 
 
 def check_exit_code(sample: MetricsSample, result: CheckResult) -> int:

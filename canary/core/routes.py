@@ -3,7 +3,8 @@
 The VirtualService is a plain dict, as the Kubernetes API returns it (or as YAML parses it).
 Every function first locates the **managed route** (DESIGN §1): the http route the plan names
 (by name, by index, or the only one), and in it exactly two destinations, the plan's stable and
-canary. Anything else is a :class:`~canary.core.errors.RouteError` whose message says what was found,
+canary. Anything else is a :class:`~canary.core.errors.RouteError` whose message says what was
+found,
 what the plan expects and what to change, because a human has to fix it: the controller pauses
 the plan with traffic on stable rather than guess which destination is which.
 

@@ -140,7 +140,8 @@ class Update:
 
 
 class PlanTarget(Protocol):
-    """What an Update is applied to: the three dicts of :class:`canary.shell.controller.Controller`."""
+    """What an Update is applied to: the three dicts of the controller
+    (:class:`canary.shell.controller.Controller`)."""
 
     plans: dict[str, Plan]
     invalid: dict[str, str]

@@ -14,7 +14,8 @@ It wires the ports to their adapters and keeps the controller ticking:
   a tick; a slow Prometheus costs at most its query timeout per batch.
 * **Leadership** (:class:`canary.adapters.lease.LeaderElector` on its own thread): every tick,
   write and helm call asks it first; a standby ticks as a no-op and stays ready.
-* **HTTP** on ``--port``: ``/healthz``, ``/readyz``, ``/metrics`` (:mod:`canary.adapters.httpserver`,
+* **HTTP** on ``--port``: ``/healthz``, ``/readyz``, ``/metrics``
+  (:mod:`canary.adapters.httpserver`, :mod:`canary.shell.health`,
   :mod:`canary.shell.telemetry`).
 * **SIGTERM / SIGINT**: no new tick starts, the tick in flight finishes, a running helm is
   waited for (never killed, DESIGN §7), the lease is released, and the process exits 0. With no
@@ -36,7 +37,7 @@ import socket
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -66,57 +67,41 @@ from canary.config.settings import ControllerConfig
 from canary.core import events as ev
 from canary.core.errors import ConfigError, NotFoundError
 from canary.core.model import (
-    AT_REST_PHASES,
-    WAITING_PHASES,
     Decision,
     Event,
     Phase,
-    RolloutState,
     StateError,
     state_from_json,
 )
-from canary.core.plan import Plan, ReleaseRef
-from canary.core.ports import Clock, ReleaseManager, SystemClock
-from canary.core.spec import plan_from_spec
+from canary.core.plan import Plan
+from canary.core.ports import Clock, SystemClock
+from canary.core.snapshot import plan_from_spec
 from canary.plans.directory import PlanSource
 from canary.plans.planset import NO_PLANS, Update, reconcile
 from canary.shell.controller import Controller, Ports
 from canary.shell.emitter import Emitter
-from canary.shell.telemetry import Telemetry
+from canary.shell.health import Health
+from canary.shell.scheduling import (
+    IDLE_INTERVAL,
+    MISFIRE_GRACE,
+    OVERLAP_LOG_EVERY,
+    TICK_WORKERS,
+    TickBatcher,
+    cadence,
+)
+from canary.shell.telemetry import Telemetry, TimedReleases
 
 log = structlog.get_logger("canary")
 
 #: How often the plans directory is checked for a change (a few stat calls). The kubelet
 #: refreshes a mounted ConfigMap within about a minute; 2 s adds nothing noticeable to that.
 PLAN_POLL = timedelta(seconds=2)
-#: A plan at rest (Idle, RolledBack, RollbackFailed, Succeeded) is still looked at this often:
-#: the watch brings changes within a second, this catches whatever a watch can miss.
-IDLE_INTERVAL = timedelta(seconds=30)
-#: Pending, Finalising and RollingBack wait on the cluster (pods, helm) rather than on metrics:
-#: look every 2 s, the lease's retry period, whatever the analysis interval.
-BUSY_INTERVAL = timedelta(seconds=2)
-#: Threads running ticks. Ticks of one batch run in one thread; more threads let a second batch
-#: (another plan's interval) proceed while one waits on a slow API or Prometheus.
-TICK_WORKERS = 4
 #: Concurrent helm rollbacks. Each is a process waiting on `--wait`; a breach of many rollouts
 #: at once should not queue one release's rollback behind another's.
 HELM_WORKERS = 4
-#: Jobs that fall due within this long of each other share one tick (one Prometheus batch).
-GATHER = 0.05
-#: A job that could not run within this long of its time is skipped (and logged), not run late:
-#: the next one comes soon enough, and coalescing runs only one anyway.
-MISFIRE_GRACE = 30
-#: /healthz reports the loop wedged when no tick completed for this long (several idle
-#: intervals: a healthy daemon completes one every few seconds).
-WEDGED_AFTER = timedelta(minutes=3)
-#: How long /readyz trusts the last Prometheus probe (one trivial query).
-PROBE_TTL = 10.0
 #: SIGTERM with no helm running: done well within this (the tick in flight is bounded by the
 #: API and Prometheus timeouts).
 SHUTDOWN_BUDGET = 10.0
-#: A job asked to run while its previous run is still going is skipped (coalesced); that is
-#: logged at most this often per job, with the number skipped.
-OVERLAP_LOG_EVERY = 60.0
 #: On SIGTERM, how long the ticks in flight get to finish (a tick waiting on a hung Prometheus
 #: takes up to its query timeout and retry, ~10 s): after this the lease is released anyway
 #: and the unfinished tick can no longer write (it asks the lease first), so exit stays < 10 s.
@@ -125,94 +110,11 @@ TICK_DRAIN = 6.0
 NOTIFY_FLUSH = 2.0
 
 
-def cadence(plan: Plan, state: RolloutState | None) -> timedelta:
-    """How often a plan's job runs, by phase: the analysis interval while checks are due,
-    :data:`BUSY_INTERVAL` while waiting on the cluster, :data:`IDLE_INTERVAL` at rest."""
-    if state is None or state.phase in AT_REST_PHASES:
-        return IDLE_INTERVAL
-    if state.phase in WAITING_PHASES:
-        return min(BUSY_INTERVAL, plan.analysis.interval)
-    return plan.analysis.interval
-
-
 def identity() -> str:
     """This replica's name in the Lease: the pod name (the Downward API's ``POD_NAME``, else
     the hostname, which is the pod name in Kubernetes) plus a random suffix, so a restarted
     container never mistakes the previous one's lease for its own."""
     return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:6]}"
-
-
-class TickBatcher:
-    """Gathers tick requests that arrive together into one ``tick(keys)``.
-
-    :meth:`request` blocks until a tick that included the key has completed and returns that
-    tick's decisions. Requests arriving within :data:`GATHER` of each other share a batch;
-    batches run concurrently (one per tick thread), so a batch waiting on a slow Prometheus
-    never holds up the next one.
-    """
-
-    def __init__(
-        self, tick: Callable[[list[str]], Mapping[str, Decision]], gather: float = GATHER
-    ) -> None:
-        self._tick = tick
-        self._gather = gather
-        self._cond = threading.Condition()
-        self._pending: set[str] = set()
-        self._gathering = False
-        self._next = 1  # the batch being gathered
-        self._results: dict[int, Mapping[str, Decision]] = {}
-        self._waiting: dict[int, int] = {}  # batch → requests waiting for its result
-
-    def request(self, key: str) -> Mapping[str, Decision]:
-        with self._cond:
-            self._pending.add(key)
-            mine = self._next
-            if self._gathering:  # join the batch being gathered; its runner ticks it
-                self._waiting[mine] = self._waiting.get(mine, 0) + 1
-                while mine not in self._results:
-                    self._cond.wait()
-                result = self._results[mine]
-                self._waiting[mine] -= 1
-                if not self._waiting[mine]:
-                    del self._waiting[mine], self._results[mine]
-                return result
-            self._gathering = True
-        time.sleep(self._gather)  # let the other jobs due now join this batch
-        with self._cond:
-            keys = sorted(self._pending)
-            self._pending.clear()
-            batch = self._next
-            self._next += 1
-            self._gathering = False
-        decisions: Mapping[str, Decision] = {}
-        try:
-            decisions = self._tick(keys)
-        finally:
-            with self._cond:
-                if self._waiting.get(batch):
-                    self._results[batch] = decisions
-                self._cond.notify_all()
-        return decisions
-
-
-class TimedReleases:
-    """The release port with every helm rollback timed for ``/metrics``."""
-
-    def __init__(self, inner: ReleaseManager, telemetry: Telemetry) -> None:
-        self._inner = inner
-        self._telemetry = telemetry
-
-    def history(self, release: ReleaseRef) -> Any:
-        return self._inner.history(release)
-
-    def rollback(self, release: ReleaseRef, revision: int, timeout: timedelta) -> None:
-        started = time.monotonic()
-        ok = False
-        try:
-            self._inner.rollback(release, revision, timeout)
-            ok = True
-        finally:
-            self._telemetry.helm_call("rollback", time.monotonic() - started, ok)
 
 
 class Daemon:
@@ -232,8 +134,6 @@ class Daemon:
         self._stop = threading.Event()
         self._stopping = False
         self._was_leader = False
-        self._probe: tuple[float, str] = (0.0, "not probed yet")
-        self._probe_lock = threading.Lock()
         self._overlaps: dict[str, tuple[float, int]] = {}
         self._inflight: set[str] = set()  # plans whose job is running now
         self._again: set[str] = set()  # plans asked for while their job ran: run once more
@@ -261,7 +161,7 @@ class Daemon:
                 ca_file=config.prometheus_auth.ca_file,
             )
         )
-        helm = HelmReleases(
+        self.helm = helm = HelmReleases(
             config.helm_binary, kube_context=config.context, kubeconfig=config.kubeconfig
         )
         releases = TimedReleases(SecretHistory(self.api, helm), self.telemetry)
@@ -307,8 +207,22 @@ class Daemon:
         self.scheduler.add_listener(
             self._on_job_trouble, EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES | EVENT_JOB_ERROR
         )
+        self.probes = Health(
+            plans_dir=config.plans,
+            loaded=lambda: self._loaded,
+            serving=lambda: bool(self._served()),
+            telemetry=self.telemetry,
+            lease=self.elector,
+            prometheus=self.prometheus,
+            helm=helm,
+            clock=self.clock,
+        )
         self.health = HealthServer(
-            host, config.port, self.telemetry.registry, ready=self.ready, alive=self.alive
+            host,
+            config.port,
+            self.telemetry.registry,
+            ready=self.probes.ready,
+            alive=self.probes.alive,
         )
         # The lease has its own stop: it is released last, after helm and the tick in flight,
         # so no standby acts while this replica's helm still runs.
@@ -320,7 +234,8 @@ class Daemon:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self) -> None:
-        log.info("daemon.started", identity=self.identity, config=self.config.describe())
+        helm = self.helm.version()  # no helm, no rollback: refuse to start (exit 2)
+        log.info("daemon.started", identity=self.identity, config=self.config.describe(), helm=helm)
         try:
             self.health.start()
         except OSError as exc:  # the port is taken: nothing else has started yet
@@ -637,41 +552,3 @@ class Daemon:
                 self._overlaps[event.job_id] = (last, count + 1)
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
             log.error("tick.crashed", job=event.job_id, error=repr(event.exception))
-
-    # -- health ------------------------------------------------------------------------------
-
-    def alive(self) -> bool:
-        """Ticks complete (a replica serving no plan has none to complete and is alive)."""
-        if not self._served():
-            return True
-        return self.telemetry.tick_age() < WEDGED_AFTER.total_seconds()
-
-    def ready(self) -> tuple[bool, Mapping[str, str]]:
-        checks = {
-            "config": (
-                "plans not loaded yet"
-                if not self._loaded
-                else f"plans directory {self.config.plans} is missing or unreadable"
-                if not os.path.isdir(self.config.plans)
-                else "loaded"
-            ),
-            "kubernetes": self.elector.last_error or "ok",
-            "prometheus": self._prometheus_probe() or "ok",
-            "role": "leader" if self.elector.is_leader else "standby",
-        }
-        ok = (
-            self._loaded
-            and checks["config"] == "loaded"
-            and not self.elector.last_error
-            and checks["prometheus"] == "ok"
-        )
-        return ok, checks
-
-    def _prometheus_probe(self) -> str:
-        with self._probe_lock:
-            at, error = self._probe
-            if time.monotonic() - at < PROBE_TTL:
-                return error
-            error = self.prometheus.ping(self.clock.now())
-            self._probe = (time.monotonic(), error)
-            return error

@@ -53,7 +53,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeGuard
 
 from prometheus_client import (
@@ -68,6 +68,8 @@ from prometheus_client import (
 
 from canary.core import events as ev
 from canary.core.model import Outcome, Phase, RolloutState, Verdict
+from canary.core.plan import ReleaseRef
+from canary.core.ports import ReleaseManager
 
 log = logging.getLogger(__name__)
 
@@ -427,3 +429,23 @@ def _event_name(record: Any) -> str:
         return str(record.get("event"))
     except Exception:
         return "?"
+
+
+class TimedReleases:
+    """The release port with every helm rollback timed for ``/metrics``."""
+
+    def __init__(self, inner: ReleaseManager, telemetry: Telemetry) -> None:
+        self._inner = inner
+        self._telemetry = telemetry
+
+    def history(self, release: ReleaseRef) -> Any:
+        return self._inner.history(release)
+
+    def rollback(self, release: ReleaseRef, revision: int, timeout: timedelta) -> None:
+        started = time.monotonic()
+        ok = False
+        try:
+            self._inner.rollback(release, revision, timeout)
+            ok = True
+        finally:
+            self._telemetry.helm_call("rollback", time.monotonic() - started, ok)

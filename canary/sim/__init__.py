@@ -10,7 +10,8 @@ Start with :meth:`canary.sim.world.SimWorld.create`, which wires everything for 
 
 from canary.sim.behaviour import Behaviour
 from canary.sim.clock import FakeClock
-from canary.sim.cluster import HelmCall, SimCluster
+from canary.sim.cluster import SimCluster
+from canary.sim.helm import HelmCall
 from canary.sim.mesh import SimMesh
 from canary.sim.ports import SimEventSink, SimReleases, SimRouter, SimStateStore, SimWorkloads
 from canary.sim.scenarios import SCENARIOS, Scenario, get_scenario

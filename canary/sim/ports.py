@@ -1,4 +1,5 @@
-"""The ports of :mod:`canary.core.ports`, implemented over a :class:`~canary.sim.cluster.SimCluster`.
+"""The ports of :mod:`canary.core.ports`, implemented over a simulated cluster
+(:class:`~canary.sim.cluster.SimCluster`).
 
 They behave like the real adapters at the boundary: a missing VirtualService is a ConfigError,
 a write with a stale resourceVersion is a ConflictError (the API server's 409), a failed helm

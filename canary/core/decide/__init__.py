@@ -47,7 +47,7 @@ from canary.core.model import (
     RolloutState,
 )
 from canary.core.plan import Plan
-from canary.core.spec import plan_from_spec, plan_hash
+from canary.core.snapshot import plan_from_spec, plan_hash
 
 __all__ = [
     "DRIFT_LIMIT",

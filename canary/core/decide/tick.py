@@ -22,7 +22,7 @@ from canary.core.model import (
     rollout_id,
 )
 from canary.core.plan import Plan
-from canary.core.spec import plan_hash, plan_to_spec
+from canary.core.snapshot import plan_hash, plan_to_spec
 
 #: First retry of a failed helm rollback after 10 s: long enough for an API-server blip to pass.
 ROLLBACK_BACKOFF = timedelta(seconds=10)
