@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+# Every event the code emits, in this process and in the `canary` processes the tests start,
+# must match its catalog entry (level and fields) or the emit raises: the catalog and
+# docs/events.md cannot drift from the code (canary/shell/emitter.py, STRICT_ENV).
+os.environ["CANARY_STRICT_EVENTS"] = "1"
+# Scripts the tests run (the fake helm: ``#!/usr/bin/env python3``) run on this interpreter,
+# the one with the test extra installed, also when it was started as .venv/bin/python from a
+# shell whose PATH does not have the virtual environment on it (the README's command).
+os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 from tests.support.istio_exporter import IstioExporter
 from tests.support.prometheus import PrometheusServer, require_binary

@@ -19,8 +19,8 @@ not logged: probes every few seconds would drown the controller's own log lines.
 from __future__ import annotations
 
 import json
-import logging
 import socket
+import sys
 import threading
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
@@ -28,10 +28,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Final
 from urllib.parse import urlsplit
 
+import structlog
 from prometheus_client import CollectorRegistry
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-log = logging.getLogger(__name__)
+from canary.core import events as ev
+
+log = structlog.get_logger("canary")
 
 #: In a pod the kubelet and Prometheus reach us on the pod IP: listen on every interface.
 DEFAULT_HOST: Final = "0.0.0.0"
@@ -58,6 +61,11 @@ _TEXT: Final = "text/plain; charset=utf-8"
 _JSON: Final = "application/json"
 
 
+def _current_error() -> str:
+    error = sys.exc_info()[1]
+    return repr(error) if error is not None else ""
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     # the handler reaches the endpoints' callbacks through its server
@@ -65,7 +73,7 @@ class _Server(ThreadingHTTPServer):
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """A request that broke (a client that hung up, mostly): logged, never on stderr."""
-        log.debug("health request from %s failed", client_address, exc_info=True)
+        log.debug(ev.HTTP_REQUEST_FAILED, client=str(client_address), error=_current_error())
 
 
 class _Server6(_Server):
@@ -173,7 +181,7 @@ class HealthServer:
         try:
             alive = self._alive() if self._alive is not None else True
         except Exception as exc:  # a broken check says "not alive", and why
-            log.exception("liveness check failed")
+            log.error(ev.HTTP_PROBE_FAILED, probe="healthz", error=repr(exc), exc_info=True)
             return HTTPStatus.SERVICE_UNAVAILABLE, _TEXT, f"error: {exc}\n".encode()
         if alive:
             return HTTPStatus.OK, _TEXT, b"ok\n"
@@ -184,7 +192,7 @@ class HealthServer:
             ready, checks = self._ready()
             doc: dict[str, Any] = {"ready": bool(ready), "checks": dict(checks)}
         except Exception as exc:  # a broken check is never "ready"
-            log.exception("readiness check failed")
+            log.error(ev.HTTP_PROBE_FAILED, probe="readyz", error=repr(exc), exc_info=True)
             ready, doc = False, {"ready": False, "checks": {"readiness": f"error: {exc}"}}
         status = HTTPStatus.OK if ready else HTTPStatus.SERVICE_UNAVAILABLE
         return status, _JSON, (json.dumps(doc, sort_keys=True, default=str) + "\n").encode()
@@ -193,6 +201,6 @@ class HealthServer:
         try:
             body = generate_latest(self.registry)
         except Exception as exc:  # a collector's bug: say so to the scraper, keep serving
-            log.exception("collecting metrics failed")
+            log.error(ev.HTTP_PROBE_FAILED, probe="metrics", error=repr(exc), exc_info=True)
             return HTTPStatus.INTERNAL_SERVER_ERROR, _TEXT, f"error: {exc}\n".encode()
         return HTTPStatus.OK, CONTENT_TYPE_LATEST, body

@@ -19,7 +19,7 @@ posts, with a short timeout and a small retry budget:
   (the newest news matters most), counted, and a ``notify.dropped`` warning logged once per
   episode.
 
-These are plain log lines, not catalog events (:mod:`canary.core.events` names rollout events).
+These are process events of the catalog (:mod:`canary.core.events`): log lines, no Kubernetes Event.
 
 **Webhook URLs are secrets**, read from mounted Secret files: Slack's carries its token in the
 path, a generic one often in the query. The file is re-read when ``os.stat`` says it changed
@@ -51,6 +51,7 @@ from urllib.parse import urlsplit
 
 import structlog
 
+from canary.core import events as ev
 from canary.core.notices import (
     CHECK_EVENTS,
     NOTIFY_EVENTS,
@@ -243,7 +244,7 @@ class _Channel:
             elif not self._dropping:
                 self._dropping = True  # one warning per episode, not one per event
                 log.warning(
-                    "notify.dropped",
+                    ev.NOTIFY_DROPPED,
                     target=self.hook.name,
                     notice=dropped.event,
                     plan=dropped.plan,
@@ -269,7 +270,7 @@ class _Channel:
         if self._thread.is_alive():
             self._abandon.set()
             log.warning(
-                "notify.unsent",
+                ev.NOTIFY_UNSENT,
                 target=self.hook.name,
                 unsent=self._queue.qsize() - self._stop_queued + self._in_flight,
                 why="shutting down; the receiver did not take the pending notifications in time",
@@ -311,7 +312,7 @@ class _Channel:
             result = self._post(url, body, note)
             if result.ok:
                 self.sent += 1
-                log.debug("notify.sent", target=self.hook.name, notice=note.event, plan=note.plan)
+                log.debug(ev.NOTIFY_SENT, target=self.hook.name, notice=note.event, plan=note.plan)
                 return
             if not result.retry or attempt > self.policy.retries:
                 self.failed += 1
@@ -347,7 +348,7 @@ class _Channel:
 
     def _fail(self, note: Notification, error: str, attempts: int) -> None:
         log.warning(
-            "notify.failed",
+            ev.NOTIFY_FAILED,
             target=self.hook.name,
             url_file=self.hook.url_file,
             notice=note.event,
@@ -402,7 +403,7 @@ class Notifier:
                     channel.offer(note)
         except Exception as exc:  # a notification must never break the tick that emitted it
             with contextlib.suppress(Exception):
-                log.warning("notify.failed", error=f"cannot queue: {_describe(exc)}")
+                log.warning(ev.NOTIFY_FAILED, error=f"cannot queue: {_describe(exc)}")
 
     def close(self, timeout: float = CLOSE_TIMEOUT_SECONDS) -> None:
         """Post what is pending (up to ``timeout`` seconds, all webhooks together), then stop.

@@ -31,8 +31,8 @@ clears the stop flag when it (re)starts, so a ``stop()`` issued just before is l
 from __future__ import annotations
 
 import json
-import logging
 import random
+import sys
 import threading
 import time
 from collections import deque
@@ -40,14 +40,16 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 
 from canary.adapters.istio import GROUP, PLURAL, IstioRouter
 from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, translate
+from canary.core import events as ev
 from canary.core.plan import Plan
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("canary")
 
 #: The two watched kinds (the plural resource names).
 DEPLOYMENTS = "deployments"
@@ -235,7 +237,7 @@ class _Stream:
                     break
                 if exc.status == 410:  # Expired: our resourceVersion is too old
                     self.owner.stats.add("expired")
-                    log.info("watch %s expired (%s); re-listing", self.what, exc.reason)
+                    log.info(ev.WATCH_EXPIRED, what=self.what, reason=str(exc.reason))
                     if self._received == expired_at:  # again, with nothing seen since: no spin
                         self.halted.wait(self._backoff.delay())
                     expired_at = self._received
@@ -249,7 +251,12 @@ class _Stream:
 
     def _failed(self, exc: Exception, verb: str) -> None:
         delay = self._backoff.delay()
-        log.warning("%s; retrying in %.1fs", _describe(exc, verb, self.what), delay)
+        log.warning(
+            ev.WATCH_RETRYING,
+            what=self.what,
+            error=_describe(exc, verb, self.what),
+            delay=round(delay, 1),
+        )
         self.owner.stats.add("errors")
         self.halted.wait(delay)
 
@@ -464,7 +471,7 @@ class Watcher:
             if dispatcher.is_alive():
                 stuck.append(dispatcher.name)
         if stuck:
-            log.warning("watch threads still running after stop: %s", ", ".join(stuck))
+            log.warning(ev.WATCH_STUCK, threads=stuck)
 
     def __enter__(self) -> Watcher:
         self.start()
@@ -565,7 +572,13 @@ class Watcher:
             self.on_change(keys, reason)
         except Exception:
             self.stats.add("callback_errors")
-            log.exception("watch callback failed for %s (%s)", sorted(keys), reason)
+            log.error(
+                ev.WATCH_CALLBACK_FAILED,
+                plans=sorted(keys),
+                reason=reason,
+                error=repr(sys.exc_info()[1]),
+                exc_info=True,
+            )
 
 
 __all__ = [

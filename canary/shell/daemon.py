@@ -235,7 +235,9 @@ class Daemon:
 
     def start(self) -> None:
         helm = self.helm.version()  # no helm, no rollback: refuse to start (exit 2)
-        log.info("daemon.started", identity=self.identity, config=self.config.describe(), helm=helm)
+        log.info(
+            ev.DAEMON_STARTED, identity=self.identity, config=self.config.describe(), helm=helm
+        )
         try:
             self.health.start()
         except OSError as exc:  # the port is taken: nothing else has started yet
@@ -278,7 +280,7 @@ class Daemon:
         self._stop.set()
 
     def _on_signal(self, signum: int, _frame: Any) -> None:
-        log.info("daemon.stopping", signal=signal.Signals(signum).name)
+        log.info(ev.DAEMON_STOPPING, signal=signal.Signals(signum).name)
         self._stop.set()
 
     def shutdown(self) -> None:
@@ -296,13 +298,13 @@ class Daemon:
                 self._jobs_lock.wait(timeout=max(0.0, deadline - time.monotonic()))
             unfinished = sorted(self._inflight)
         if unfinished:
-            log.warning("daemon.tick_unfinished", plans=unfinished)
+            log.warning(ev.DAEMON_TICK_UNFINISHED, plans=unfinished)
         #: a tick thread still waits on I/O: the process must not wait for it at exit
         self.unfinished = bool(unfinished)
         self.watcher.stop()
         running = [k for k, job in self.controller.jobs.items() if job.running]
         if running:
-            log.info("daemon.waiting_for_helm", plans=running)
+            log.info(ev.DAEMON_WAITING_FOR_HELM, plans=running)
         # A running helm is never killed (DESIGN §7); one still queued behind the workers is
         # not started now (the grace period is sized for one helm): the next leader runs it
         # once HELM_RECORD_GRACE shows it left no trace.
@@ -312,21 +314,21 @@ class Daemon:
         self.notifier.close(NOTIFY_FLUSH)
         self.sink.close(NOTIFY_FLUSH)
         self.health.stop()
-        log.info("daemon.stopped", seconds=round(time.monotonic() - started, 3))
+        log.info(ev.DAEMON_STOPPED, seconds=round(time.monotonic() - started, 3))
 
     def _watch_leadership(self) -> None:
         error = self.elector.last_error
         if error != self._lease_error:
             self._lease_error = error
             if error:
-                log.warning("lease.error", error=error)
+                log.warning(ev.LEASE_ERROR, error=error)
             else:
-                log.info("lease.recovered")
+                log.info(ev.LEASE_RECOVERED)
         leader = self.elector.is_leader
         if leader != self._was_leader:
             self._was_leader = leader
             log.info(
-                "leader.acquired" if leader else "leader.lost",
+                ev.LEADER_ACQUIRED if leader else ev.LEADER_LOST,
                 identity=self.identity,
                 lease=f"{self.config.lease.namespace}/{self.config.lease.name}",
             )
@@ -350,11 +352,21 @@ class Daemon:
         self.update = update
         self._loaded = True
         if update.has_changes:
-            log.info("plans.loaded", directory=self.config.plans, **update.changes())
+            changes = update.changes()
+            log.info(
+                ev.PLANS_LOADED,
+                directory=self.config.plans,
+                added=changes["added"],
+                changed=changes["changed"],
+                removed=changes["removed"],
+                invalid=changes["invalid"],
+                fixed=changes["fixed"],
+                problems=changes["problems"],
+            )
         for key in update.added:
             if not self._in_scope_ns(key.partition("/")[0]):  # never served: say so, once
                 log.warning(
-                    "plan.out_of_scope",
+                    ev.PLAN_OUT_OF_SCOPE,
                     plan=key,
                     namespaces=list(self.config.namespaces),
                     fix="add its namespace to --namespace (and to the chart's rbac.namespaces)",
@@ -381,7 +393,7 @@ class Daemon:
         try:
             states = self.router.states(list(self.config.namespaces) or None)
         except Exception as exc:
-            log.warning("plans.orphans_unknown", error=str(exc))
+            log.warning(ev.PLANS_ORPHANS_UNKNOWN, error=str(exc))
             return
         # Only in namespaces this controller serves plans in (or was told to watch): another
         # controller's rollouts elsewhere are not ours to send to stable.
@@ -401,10 +413,10 @@ class Daemon:
             try:
                 plan = plan_from_spec(state.spec, name, ns, source="canary.dev/state")
             except Exception as exc:
-                log.warning("plans.orphan_unreadable", plan=key, error=str(exc))
+                log.warning(ev.PLANS_ORPHAN_UNREADABLE, plan=key, error=str(exc))
                 continue
             self.controller.deleted[key] = plan
-            log.warning("plans.orphan", plan=key, phase=state.phase.value)
+            log.warning(ev.PLANS_ORPHAN, plan=key, phase=state.phase.value)
         self._sync_plans()
 
     def _served(self) -> dict[str, Plan]:
@@ -506,7 +518,7 @@ class Daemon:
             self.router.read(plan)
         except NotFoundError:
             self.controller.deleted.pop(key, None)
-            log.info("plan.released", plan=key, why="its VirtualService is gone")
+            log.info(ev.PLAN_RELEASED, plan=key, why="its VirtualService is gone")
             self._sync_plans()
         except Exception:  # the API is down: try again next tick
             return
@@ -525,7 +537,7 @@ class Daemon:
         if key in self.controller.deleted and state.phase is Phase.IDLE and not decision.changed:
             # a deleted plan's traffic is on stable and its state at rest: stop serving it
             self.controller.deleted.pop(key, None)
-            log.info("plan.released", plan=key)
+            log.info(ev.PLAN_RELEASED, plan=key)
             self._sync_plans()
             return
         plan = self._served().get(key)
@@ -539,16 +551,16 @@ class Daemon:
 
     def _on_job_trouble(self, event: JobExecutionEvent | JobSubmissionEvent) -> None:
         if event.code == EVENT_JOB_MISSED:
-            log.warning("tick.missed", job=event.job_id, due=str(event.scheduled_run_time))
+            log.warning(ev.TICK_MISSED, job=event.job_id, due=str(event.scheduled_run_time))
         elif event.code == EVENT_JOB_MAX_INSTANCES:
             # a watch event or helm's end asked for a run while one was going: routine when it
             # happens now and then; logged once per job per OVERLAP_LOG_EVERY with a count
             now = time.monotonic()
             last, count = self._overlaps.get(event.job_id, (0.0, 0))
             if now - last >= OVERLAP_LOG_EVERY:
-                log.info("tick.overlap", job=event.job_id, skipped=count + 1)
+                log.info(ev.TICK_OVERLAP, job=event.job_id, skipped=count + 1)
                 self._overlaps[event.job_id] = (now, 0)
             else:
                 self._overlaps[event.job_id] = (last, count + 1)
         elif isinstance(event, JobExecutionEvent) and event.exception is not None:
-            log.error("tick.crashed", job=event.job_id, error=repr(event.exception))
+            log.error(ev.TICK_CRASHED, job=event.job_id, error=repr(event.exception))

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import sys
 from collections.abc import Callable, Mapping, MutableMapping, Sequence
 from typing import Any, TextIO
 
 import structlog
 
-from canary.core.events import CATALOG
+from canary.core import events as ev
 from canary.core.model import Event
 from canary.core.ports import EventSink
 
@@ -63,13 +64,14 @@ def configure_logging(fmt: str | None = None, stream: TextIO | None = None) -> N
 
 
 class _StructlogHandler(logging.Handler):
-    """A stdlib logging handler that re-emits each record as a structlog event named after
-    its logger (``watch``, ``urllib3.connectionpool``...), message in ``message``."""
+    """A stdlib logging handler that re-emits each record of a library (urllib3, the kubernetes
+    client, APScheduler) as the catalog event ``library.log``, at the record's level, naming
+    its ``logger``, text in ``message``."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            log = structlog.get_logger(record.name)
-            log.log(record.levelno, f"log.{record.name}", message=record.getMessage())
+            log = structlog.get_logger("canary")
+            log.log(record.levelno, ev.LIBRARY_LOG, logger=record.name, message=record.getMessage())
         except Exception:  # logging must never break the caller
             self.handleError(record)
 
@@ -86,18 +88,38 @@ class NullSink:
 Listener = Callable[[Mapping[str, Any]], None]
 
 
-class Emitter:
-    """The one way events leave canary: a structured log line and a Kubernetes Event."""
+#: Set to ``1`` (the test suite does), an event whose level or fields differ from its catalog
+#: entry raises instead of being logged as it is: the catalog, and the docs generated from it,
+#: can never drift from what the code emits. Off in production: a rollout never stops for it.
+STRICT_ENV = "CANARY_STRICT_EVENTS"
 
-    def __init__(self, sink: EventSink | None = None, listeners: Sequence[Listener] = ()) -> None:
+
+class Emitter:
+    """The one way rollout events leave canary: a structured log line and a Kubernetes Event."""
+
+    def __init__(
+        self,
+        sink: EventSink | None = None,
+        listeners: Sequence[Listener] = (),
+        *,
+        strict: bool | None = None,
+    ) -> None:
         self._sink: EventSink = sink or NullSink()
         self._listeners = list(listeners)
         self._log = structlog.get_logger("canary")
+        self._strict = os.environ.get(STRICT_ENV) == "1" if strict is None else strict
 
     def emit(self, namespace: str, plan: str, event: Event, **context: Any) -> None:
-        if event.name not in CATALOG:
-            raise ValueError(f"event {event.name!r} is not in the catalog (canary/core/events.py)")
+        if event.name not in ev.ROLLOUT_EVENTS:
+            raise ValueError(
+                f"event {event.name!r} is not a rollout event of the catalog "
+                "(canary/core/events.py)"
+            )
         fields = {"plan": f"{namespace}/{plan}", **context, **event.fields}
+        if self._strict:
+            wrong = ev.problem(event.name, "warning" if event.warning else "info", fields)
+            if wrong:
+                raise ValueError(wrong)
         if event.warning:
             self._log.warning(event.name, **fields)
         else:

@@ -48,14 +48,15 @@ registered too unless ``process_metrics=False``.
 
 from __future__ import annotations
 
-import logging
 import math
+import sys
 import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeGuard
 
+import structlog
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -71,7 +72,7 @@ from canary.core.model import Outcome, Phase, RolloutState, Verdict
 from canary.core.plan import ReleaseRef
 from canary.core.ports import ReleaseManager
 
-log = logging.getLogger(__name__)
+log = structlog.get_logger("canary")
 
 #: The default plan (3 steps × 2 m hold after a 30 s settle) succeeds in about 8 minutes, and a
 #: breach at the first step rolls back within 1–3 minutes: fine buckets from 1 to 20 minutes.
@@ -257,11 +258,12 @@ class Telemetry:
             with self._lock:
                 first = not self._failed_once
                 self._failed_once = True
-            if first:
-                log.exception(
-                    "telemetry could not digest event %r; further failures are only counted "
-                    "in canary_telemetry_errors_total",
-                    _event_name(record),
+            if first:  # further failures are only counted in canary_telemetry_errors_total
+                log.error(
+                    ev.TELEMETRY_FAILED,
+                    record=_event_name(record),
+                    error=repr(sys.exc_info()[1]),
+                    exc_info=True,
                 )
 
     def _digest(self, record: Mapping[str, Any]) -> None:

@@ -60,6 +60,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -122,7 +123,10 @@ class FakeHelm:
         """Environment additions for the process under test."""
         env = {
             "FAKEHELM_STATE": str(self.state_path),
-            "PATH": f"{HERE}{os.pathsep}{os.environ.get('PATH', '')}",
+            # the script's `#!/usr/bin/env python3` is the test's interpreter
+            "PATH": os.pathsep.join(
+                [str(HERE), str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+            ),
         }
         if self.kube_url is not None:
             env[script.KUBE_URL_ENV] = self.kube_url
