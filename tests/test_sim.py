@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -32,17 +34,26 @@ from canary.core.plan import (
     WorkloadRefs,
 )
 from canary.core.ports import CheckRequest
+from canary.plans.files import load_plan_files
 from canary.sim import SCENARIOS, Behaviour, FakeClock, SimWorld, demo_plan, get_scenario
-from canary.sim.chart import STABLE_IMAGE, render, values_for_plan
+from canary.sim.chart import CANARY_IMAGE, STABLE_IMAGE, render, values_for_plan
 from canary.sim.cluster import DEPLOYMENT, VIRTUAL_SERVICE
 from canary.sim.merge import apply_merge_patch, create_merge_patch
 
 START = datetime(2025, 3, 3, 12, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)
 ERROR_RATE, LATENCY_P99 = DEFAULT_METRICS
+PLANS = Path(__file__).resolve().parents[1] / "config" / "plans"
+RATINGS = load_plan_files([str(PLANS / "ratings.yaml")])[0]
 
 
 # --- helpers -------------------------------------------------------------------------------
+
+
+def container_image(w: SimWorld, workload: str) -> str:
+    dep = w.cluster.get(DEPLOYMENT, w.plan.namespace, workload)
+    assert dep is not None
+    return str(dep["spec"]["template"]["spec"]["containers"][0]["image"])
 
 
 def world(scenario: str = "good", plan: Plan | None = None) -> SimWorld:
@@ -93,9 +104,9 @@ def live_weights(w: SimWorld) -> Weights | None:
     return w.router.read(w.plan).weights
 
 
-def started_canary(scenario: str = "good") -> SimWorld:
+def started_canary(scenario: str = "good", plan: Plan | None = None) -> SimWorld:
     """A world whose canary was released and is available, traffic still all on stable."""
-    w = world(scenario)
+    w = world(scenario, plan)
     w.release_canary()
     w.advance(timedelta(seconds=30))
     return w
@@ -191,6 +202,39 @@ def test_merge_patch_rfc7386() -> None:
     live = {"a": 9, "b": {"c": 2, "d": 3, "z": 0}, "l": [1, 2]}
     assert apply_merge_patch(live, patch) == {"a": 9, "b": {"c": 5, "z": 0}, "l": [1], "e": "x"}
     assert create_merge_patch(old, copy.deepcopy(old)) == {}
+
+
+def test_images_follow_the_plans_workloads_bookinfo_style() -> None:
+    assert STABLE_IMAGE == "docker.io/istio/examples-bookinfo-reviews-v1:1.20.1"
+    assert CANARY_IMAGE == "docker.io/istio/examples-bookinfo-reviews-v3:1.20.1"
+    reviews = world()
+    assert (reviews.stable_image, reviews.canary_image) == (STABLE_IMAGE, CANARY_IMAGE)
+    assert reviews.scenario.canary_image == CANARY_IMAGE
+    w = world("good", RATINGS)
+    stable = "docker.io/istio/examples-bookinfo-ratings-v1:1.20.1"
+    canary = "docker.io/istio/examples-bookinfo-ratings-v2:1.20.1"
+    assert (w.stable_image, w.canary_image) == (stable, canary)
+    assert (w.scenario.stable_image, w.scenario.canary_image) == (stable, canary)
+    assert container_image(w, "ratings-v1") == container_image(w, "ratings-v2") == stable
+    w.release_canary()
+    assert container_image(w, "ratings-v2") == canary
+    assert w.mesh.behaviour(canary) is SCENARIOS["good"].canary
+
+
+def test_a_scenario_that_sets_its_own_images_keeps_them() -> None:
+    own = replace(
+        SCENARIOS["bad-errors"], stable_image="registry/app:1", canary_image="registry/app:2"
+    )
+    w = SimWorld.create(RATINGS, own, START)
+    assert (w.stable_image, w.canary_image) == ("registry/app:1", "registry/app:2")
+    assert container_image(w, "ratings-v2") == "registry/app:1"
+    w.release_canary()
+    assert container_image(w, "ratings-v2") == "registry/app:2"
+    assert w.mesh.behaviour("registry/app:2") is own.canary
+    only_canary = replace(SCENARIOS["good"], canary_image="registry/app:2")
+    w = SimWorld.create(RATINGS, only_canary, START)
+    assert w.stable_image == "docker.io/istio/examples-bookinfo-ratings-v1:1.20.1"
+    assert w.canary_image == "registry/app:2"
 
 
 # --- install, canary release, availability -------------------------------------------------
@@ -442,6 +486,46 @@ def test_custom_metric_and_query_errors() -> None:
     w.metrics.query_errors["queue"] = "bad_data: parse error"
     (m,) = sample(w, metrics=(custom,)).metrics
     assert m.value is None and m.error == "bad_data: parse error"
+
+
+@pytest.mark.parametrize(
+    ("bounds", "expected"),
+    [
+        ({"max": 0.0}, 0.0),  # ratings.yaml's canary-restarts
+        ({"max": 3.0}, 0.0),
+        ({"max": -1.0}, -2.0),
+        ({"min": 0.0}, 0.0),
+        ({"min": 0.95}, 1.9),
+        ({"min": 1.0, "max": 3.0}, 2.0),
+        ({"min": -5.0, "max": 5.0}, 0.0),
+        ({}, 0.0),
+    ],
+)
+def test_an_unnamed_custom_metric_gets_a_value_that_passes_its_bounds(
+    bounds: dict[str, float], expected: float
+) -> None:
+    w = started_canary()
+    metric = Metric(name="restarts", type=MetricType.CUSTOM, query="q", **bounds)
+    write_weights(w, 10)
+    w.advance(MINUTE)
+    (m,) = sample(w, metrics=(metric,)).metrics
+    assert m.value == pytest.approx(expected)
+    assert metric.max is None or m.value <= metric.max
+    assert metric.min is None or m.value >= metric.min
+
+
+def test_a_named_custom_metric_overrides_the_healthy_value() -> None:
+    w = started_canary("good", RATINGS)
+    (restarts,) = (m for m in RATINGS.analysis.metrics if m.type is MetricType.CUSTOM)
+    write_weights(w, 10)
+    w.advance(MINUTE)
+    (m,) = sample(w, metrics=(restarts,)).metrics
+    assert m.value == 0.0  # passes ratings.yaml's `max: 0`
+    w.metrics.behaviours[w.canary_image] = Behaviour(custom={"canary-restarts": 3.0})
+    (m,) = sample(w, metrics=(restarts,)).metrics
+    assert m.value == 3.0
+    assert Behaviour(custom={"canary-restarts": 3.0}).custom_value(restarts) == 3.0
+    assert Behaviour().custom_value(restarts) == 0.0
 
 
 def test_prometheus_down_is_an_error_sample() -> None:

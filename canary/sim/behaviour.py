@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from itertools import pairwise
 
+from canary.core.plan import Metric
+
 #: Latency of a healthy bookinfo ``reviews`` pod, ms per quantile.
 HEALTHY_LATENCY_MS: Mapping[float, float] = {0.5: 28.0, 0.9: 65.0, 0.99: 115.0}
 
@@ -24,7 +26,11 @@ class Behaviour:
     - ``error_ratio``: share of requests answered 5xx (0.01 = 1 %).
     - ``latency_ms``: request duration per quantile, e.g. ``{0.5: 30, 0.9: 70, 0.99: 120}``;
       other quantiles are interpolated linearly, and clamped outside the given range.
-    - ``custom``: the value of each custom metric, by the plan's metric name.
+    - ``custom``: the value of custom metrics, by the plan's metric name. A custom metric not
+      named here gets a healthy value, one that passes the metric's bounds (see
+      :func:`healthy_custom_value`): 0 when 0 is within them (``max: 0`` included), else the
+      midpoint of ``[min, max]``, else twice the one bound (``min: 5`` → 10, ``max: -1`` → -2).
+      A name listed here always wins, e.g. ``{"canary-restarts": 3}`` fails ``max: 0``.
     - ``misrouted``: the mesh does not deliver this track's share to these pods (e.g. the
       DestinationRule subset selects none of them); that share lands on the other track.
 
@@ -56,6 +62,11 @@ class Behaviour:
         if self.crash_at_weight is not None and not 0 < self.crash_at_weight <= 100:
             raise ValueError(f"crash_at_weight must be within 1..100, got {self.crash_at_weight}")
 
+    def custom_value(self, metric: Metric) -> float:
+        """The value of the custom ``metric``: ``custom[metric.name]`` if named, else healthy."""
+        value = self.custom.get(metric.name)
+        return value if value is not None else healthy_custom_value(metric)
+
     def latency(self, quantile: float) -> float | None:
         """The request duration at ``quantile`` in ms; None when no latency is modelled."""
         points = sorted(self.latency_ms.items())
@@ -67,3 +78,17 @@ class Behaviour:
             if quantile <= q1:
                 return v0 + (v1 - v0) * (quantile - q0) / (q1 - q0)
         return points[-1][1]
+
+
+def healthy_custom_value(metric: Metric) -> float:
+    """A value that passes ``metric``'s ``min`` / ``max`` (both inclusive), with a margin so
+    relative noise below 50 % keeps it passing: 0 when 0 passes (a count of restarts, errors,
+    ...; also every metric without bounds), else the midpoint of ``[min, max]`` when both are
+    given, else twice the one bound (above a positive ``min``, below a negative ``max``)."""
+    lo, hi = metric.min, metric.max
+    if (lo is None or lo <= 0.0) and (hi is None or hi >= 0.0):
+        return 0.0
+    if lo is not None and hi is not None:
+        return (lo + hi) / 2.0
+    # One bound, and 0 fails it: lo > 0 (twice is above it) or hi < 0 (twice is below it).
+    return 2.0 * (lo if lo is not None else hi or 0.0)

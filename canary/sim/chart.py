@@ -1,4 +1,4 @@
-"""A tiny two-track chart (DESIGN §1), rendered in Python instead of Go templates.
+"""A tiny two-track chart (docs/design.md §1), rendered in Python instead of Go templates.
 
 ``render`` returns what ``helm template`` would: two Deployments of one app (stable and canary),
 the Service(s), a DestinationRule with one subset per track, and a VirtualService whose managed
@@ -18,8 +18,24 @@ from canary.core.plan import Plan
 CHART_NAME = "twotrack"
 CHART_VERSION = "0.1.0"
 
-STABLE_IMAGE = "docker.io/istio/examples-bookinfo-reviews-v1:1.20.1"
-CANARY_IMAGE = "docker.io/istio/examples-bookinfo-reviews-v3:1.20.1"
+#: Bookinfo publishes one image per workload: ``examples-bookinfo-<workload>`` at one tag.
+BOOKINFO_IMAGE = "docker.io/istio/examples-bookinfo-{workload}:1.20.1"
+
+
+def image_for(workload: str) -> str:
+    """The image a simulated Deployment called ``workload`` runs, named the way bookinfo
+    names its own (``reviews-v3`` → ``docker.io/istio/examples-bookinfo-reviews-v3:1.20.1``)."""
+    return BOOKINFO_IMAGE.format(workload=workload)
+
+
+def images_for_plan(plan: Plan) -> tuple[str, str]:
+    """(stable image, canary image) for ``plan``, after its workloads (:func:`image_for`):
+    distinct, since a plan's two workloads are distinct Deployments."""
+    return image_for(plan.workloads.stable), image_for(plan.workloads.canary)
+
+
+STABLE_IMAGE = image_for("reviews-v1")
+CANARY_IMAGE = image_for("reviews-v3")
 
 #: Track values that end up in the pod template: ``promote`` copies them from canary to stable.
 TEMPLATE_KEYS: tuple[str, ...] = ("image", "env", "resources")
@@ -192,7 +208,7 @@ def render(release_name: str, namespace: str, values: Mapping[str, Any]) -> list
     managed: dict[str, Any] = {}
     if vs.get("routeName"):
         managed["name"] = str(vs["routeName"])
-    # The chart renders stable 100 / canary 0 in every revision (DESIGN §1).
+    # The chart renders stable 100 / canary 0 in every revision (docs/design.md §1).
     managed["route"] = [
         {"destination": stable, "weight": 100},
         {"destination": canary, "weight": 0},

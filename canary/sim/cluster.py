@@ -7,7 +7,7 @@ Live objects are plain dicts keyed by (kind, namespace, name). Every write bumps
 Helm is modelled as Helm 3 does it: ``install``, ``upgrade`` and ``rollback`` each create a new
 revision and update the live objects with a **two-way merge** between the old revision's
 manifest and the new one (:mod:`canary.sim.merge`), so a field the chart renders the same in
-both (the VirtualService weights, 100/0 in every revision) keeps its LIVE value (DESIGN §1).
+both (the VirtualService weights, 100/0 in every revision) keeps its LIVE value (docs/design.md §1).
 
 Availability: a Deployment's new pods become available ``ready_after`` (default 20 s) after its
 pod template changed; the :class:`~canary.sim.behaviour.Behaviour` of the image (looked up

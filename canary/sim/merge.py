@@ -2,7 +2,7 @@
 
 Helm 3 computes, for each object, a patch from the object in the OLD release manifest to the
 same object in the NEW one, and applies it to the live object: live state it did not render a
-change for survives (DESIGN §1). For custom resources such as a VirtualService this is exactly
+change for survives (design §1). For custom resources such as a VirtualService this is exactly
 ``jsonpatch.CreateMergePatch(old, new)``.
 """
 

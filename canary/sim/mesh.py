@@ -65,7 +65,7 @@ class _Track:
         if metric.type is MetricType.LATENCY:
             q = metric.quantile if metric.quantile is not None else DEFAULT_LATENCY_QUANTILE
             return self._mix([(b.latency(q), n) for b, n in self.parts])
-        return self._mix([(b.custom.get(metric.name), n) for b, n in self.parts])
+        return self._mix([(b.custom_value(metric), n) for b, n in self.parts])
 
 
 class SimMesh:

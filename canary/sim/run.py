@@ -24,7 +24,15 @@ DEFAULT_TICK = timedelta(seconds=5)
 #: Long enough for 3 steps × (hold + checks) plus a rollback, with a wide margin.
 DEFAULT_LIMIT = timedelta(hours=2)
 
-__all__ = ["DEFAULT_LIMIT", "DEFAULT_TICK", "SCENARIOS", "SimResult", "demo", "simulate"]
+__all__ = [
+    "DEFAULT_LIMIT",
+    "DEFAULT_TICK",
+    "SCENARIOS",
+    "SimResult",
+    "demo",
+    "outcome",
+    "simulate",
+]
 
 
 @dataclass
@@ -100,7 +108,7 @@ def simulate(
     tick: timedelta = DEFAULT_TICK,
     scrape_interval: timedelta = DEFAULT_SCRAPE_INTERVAL,
 ) -> SimResult:
-    """Release the scenario's canary and run until the rollout has a verdict (DESIGN §5)."""
+    """Release the scenario's canary and run until the rollout has a verdict (docs/design.md §5)."""
     world = SimWorld.create(plan, scenario, scrape_interval=scrape_interval)
     recorder = _Recorder(listener)
     ctrl = controller_for(world, recorder)
@@ -120,17 +128,33 @@ def simulate(
         return SimResult(
             exitcodes.TIMEOUT, f"no verdict within {limit}", state, world, recorder.names
         )
-    phase = state.phase.value if state else "?"
-    reason = (
-        state.last.reason
-        if state and state.last and state.phase is not Phase.PAUSED
-        else state.reason
-        if state
-        else ""
-    )
-    return SimResult(
-        code[0], f"{phase}: {reason}" if reason else phase, state, world, recorder.names
-    )
+    return SimResult(code[0], outcome(state), state, world, recorder.names)
+
+
+def outcome(state: RolloutState | None) -> str:
+    """``Phase: reason`` of a rollout: the reason of its outcome once it ended, else the
+    state's own (why it paused, why it succeeded); just the phase when there is no reason. An
+    earlier rollout's outcome (``last`` of another rollout id) is never this one's reason."""
+    if state is None:
+        return "?"
+    last = state.last
+    if last is not None and last.rollout_id == state.rollout_id and state.phase is not Phase.PAUSED:
+        reason = last.reason
+    else:
+        reason = state.reason
+    return f"{state.phase.value}: {reason}" if reason else state.phase.value
+
+
+def _verdict_after(previous: str) -> Callable[[RolloutState | None], bool]:
+    """done() for :func:`run_until`: a rollout other than ``previous`` has ended (or paused),
+    so ``canary wait`` would exit now (``previous``'s own outcome never counts)."""
+
+    def done(state: RolloutState | None) -> bool:
+        if state is None or not state.rollout_id or state.rollout_id == previous:
+            return False
+        return exitcodes.verdict_of(state) is not None
+
+    return done
 
 
 def demo(
@@ -139,12 +163,18 @@ def demo(
     out: TextIO,
     *,
     scrape_interval: timedelta = DEFAULT_SCRAPE_INTERVAL,
+    limit: timedelta = DEFAULT_LIMIT,
 ) -> int:
-    """A good release and then a bad one, back to back, on the simulator (``canary demo``)."""
+    """A good release and then a bad one, back to back, on the simulator (``canary demo``).
+
+    Exit 0 when the good release succeeds, is promoted and finalises, and the bad one is rolled
+    back; 1 otherwise, after saying which step went wrong and why (then the rest is skipped).
+    """
     good = SCENARIOS["good"]
     bad = SCENARIOS["bad-errors"]
     world = SimWorld.create(plan, good, scrape_interval=scrape_interval)
-    bad_image = good.canary_image.rsplit(":", 1)[0] + ":bad"
+    good_image = world.canary_image
+    bad_image = good_image.rsplit(":", 1)[0] + ":bad"
     world.mesh.behaviours[bad_image] = bad.canary
     recorder = _Recorder(listener)
     ctrl = controller_for(world, recorder)
@@ -152,28 +182,52 @@ def demo(
     def say(text: str) -> None:
         print(f"\n── {text}", file=out, flush=True)
 
+    def run(done: Callable[[RolloutState | None], bool]) -> tuple[bool, RolloutState | None]:
+        finished = run_until(world, ctrl, done, limit=limit)
+        return finished, current_state(world)
+
+    def ended(finished: bool, state: RolloutState | None) -> str:
+        return outcome(state) if finished else f"no verdict within {limit} ({outcome(state)})"
+
     say(
         f"{plan.key}: release {plan.release.name} installed; all traffic on {plan.workloads.stable}"
     )
     ctrl.tick()
 
-    say(
-        f"CI: helm upgrade {plan.release.name} --set canary.image={good.canary_image}   "
-        "(a good release)"
-    )
-    world.release_canary(good.canary_image)
-    ok_good = run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.SUCCEEDED)
+    say(f"CI: helm upgrade {plan.release.name} --set canary.image={good_image}   (a good release)")
+    world.release_canary(good_image)
+    finished, state = run(_verdict_after(""))
+    if not (finished and state is not None and state.phase is Phase.SUCCEEDED):
+        code = exitcodes.verdict_of(state) if finished else exitcodes.TIMEOUT
+        say(
+            f"CI: `canary wait` exited {code} — {ended(finished, state)}: the good release "
+            "did not succeed, so no promotion"
+        )
+        say("summary")
+        print(f"   good release: FAILED — {ended(finished, state)}", file=out)
+        print("   bad release:  not released", file=out)
+        return 1
 
+    good_id = state.rollout_id
     say("CI: `canary wait` exited 0 → promote: helm upgrade giving stable the canary's template")
     world.promote()
-    ok_idle = run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.IDLE)
+    finished, state = run(lambda s: s is not None and s.phase is Phase.IDLE)
+    if not finished:
+        say("summary")
+        print(
+            f"   good release: FAILED — promoted, but not back to Idle within {limit} "
+            f"({outcome(state)})",
+            file=out,
+        )
+        print("   bad release:  not released", file=out)
+        return 1
 
     say(f"CI: helm upgrade {plan.release.name} --set canary.image={bad_image}   (a bad release)")
     world.release_canary(bad_image)
     first = len(recorder.records)
-    ok_bad = run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLED_BACK)
+    finished, state = run(_verdict_after(good_id))
+    ok_bad = finished and state is not None and state.phase is Phase.ROLLED_BACK
 
-    state = current_state(world)
     bad_records = recorder.records[first:]
     failed_at = next((r.get("at") for r in bad_records if r["event"] == "check.failed"), None)
     safe_at = next(
@@ -181,17 +235,16 @@ def demo(
     )
     calls = [f"helm rollback {c.release.name} {c.revision}" for c in world.cluster.helm_calls]
     say("summary")
-    good_text = "Succeeded, promoted, back to Idle" if ok_good and ok_idle else "FAILED"
-    print(f"   good release: {good_text}", file=out)
-    print(
-        f"   bad release:  {state.phase.value if state else '?'} — "
-        f"{state.last.reason if state and state.last else ''}",
-        file=out,
-    )
-    print(f"   first failed check {failed_at}, traffic on stable {safe_at}", file=out)
+    print("   good release: Succeeded, promoted, back to Idle", file=out)
+    if ok_bad:
+        print(f"   bad release:  {outcome(state)}", file=out)
+    else:
+        print(f"   bad release:  FAILED, not rolled back — {ended(finished, state)}", file=out)
+    if failed_at is not None or safe_at is not None:
+        print(f"   first failed check {failed_at}, traffic on stable {safe_at}", file=out)
     print(
         f"   helm calls: {', '.join(calls) or 'none'}; base revision "
         f"{state.base_revision if state else '?'}",
         file=out,
     )
-    return 0 if ok_good and ok_idle and ok_bad else 1
+    return 0 if ok_bad else 1

@@ -1,4 +1,4 @@
-"""Named scenarios for ``canary simulate PLAN --scenario NAME`` (DESIGN §5) and the tests.
+"""Named scenarios for ``canary simulate PLAN --scenario NAME`` (docs/design.md §5) and the tests.
 
 A scenario says how the stable and the canary image behave, how much traffic the service gets,
 and which exit code ``canary simulate`` must end with under the default plan settings.
@@ -10,8 +10,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from canary.core.errors import ConfigError
+from canary.core.plan import Plan
 from canary.sim.behaviour import Behaviour
-from canary.sim.chart import CANARY_IMAGE, STABLE_IMAGE
+from canary.sim.chart import images_for_plan
 from canary.sim.mesh import DEFAULT_RPS
 
 #: The stable version: 0.1 % 5xx, p99 115 ms.
@@ -26,10 +27,22 @@ class Scenario:
     description: str
     stable: Behaviour
     canary: Behaviour
-    expected_exit: int  # `canary simulate` exit code (DESIGN §5)
+    expected_exit: int  # `canary simulate` exit code (docs/design.md §5)
     rps: float = DEFAULT_RPS  # requests/s to the service, both tracks together
-    stable_image: str = STABLE_IMAGE
-    canary_image: str = CANARY_IMAGE
+    #: The images the tracks run; None (every named scenario): the plan's, after its workloads
+    #: (:func:`canary.sim.chart.images_for_plan`), e.g. ``examples-bookinfo-ratings-v2:1.20.1``.
+    stable_image: str | None = None
+    canary_image: str | None = None
+
+    def images(self, plan: Plan) -> tuple[str, str]:
+        """(stable image, canary image) for ``plan``: this scenario's own where it sets them."""
+        stable, canary = images_for_plan(plan)
+        return self.stable_image or stable, self.canary_image or canary
+
+    def for_plan(self, plan: Plan) -> Scenario:
+        """This scenario with both images set, the plan's where it left them to the plan."""
+        stable, canary = self.images(plan)
+        return replace(self, stable_image=stable, canary_image=canary)
 
 
 def _scenario(

@@ -21,7 +21,7 @@ INSTALL_AGE = timedelta(hours=1)
 
 
 def demo_plan() -> Plan:
-    """The plan of DESIGN §2 with every default: bookinfo ``reviews``, v1 → v3."""
+    """The plan of docs/design.md §2 with every default: bookinfo ``reviews``, v1 → v3."""
     return Plan(
         name="reviews",
         namespace="bookinfo",
@@ -41,15 +41,17 @@ class SimWorld:
     """Everything the controller talks to, simulated, for one plan and one scenario.
 
     Attributes are the ports (``router``, ``states``, ``workloads``, ``releases``, ``metrics``,
-    ``events``) plus ``clock``, ``cluster``, ``plan`` and ``scenario``. ``release_canary`` and
-    ``promote`` are what CI does.
+    ``events``) plus ``clock``, ``cluster``, ``plan`` and ``scenario`` (with both images set:
+    see :meth:`Scenario.for_plan`), and the images ``stable_image`` and ``canary_image``.
+    ``release_canary`` and ``promote`` are what CI does.
     """
 
     def __init__(
         self, plan: Plan, scenario: Scenario, clock: FakeClock, cluster: SimCluster, mesh: SimMesh
     ) -> None:
         self.plan = plan
-        self.scenario = scenario
+        self.stable_image, self.canary_image = scenario.images(plan)
+        self.scenario = scenario.for_plan(plan)
         self.clock = clock
         self.cluster = cluster
         self.metrics = mesh
@@ -72,16 +74,21 @@ class SimWorld:
         seed: int = 0,
     ) -> SimWorld:
         """Install the plan's release (canary = stable) and let it run for an hour, so at
-        ``start`` every pod is available and all traffic is on stable."""
+        ``start`` every pod is available and all traffic is on stable.
+
+        The tracks run the scenario's images; a scenario that leaves them unset (every named
+        one) gets the plan's, after its workloads (:func:`canary.sim.chart.images_for_plan`).
+        """
         if isinstance(scenario, str):
             scenario = get_scenario(scenario)
+        stable_image, canary_image = scenario.images(plan)
         begin = (start or DEFAULT_START).astimezone(UTC)
         clock = FakeClock(begin - INSTALL_AGE)
         cluster = SimCluster(clock, ready_after=ready_after)
         mesh = SimMesh(
             cluster,
             clock,
-            {scenario.stable_image: scenario.stable, scenario.canary_image: scenario.canary},
+            {stable_image: scenario.stable, canary_image: scenario.canary},
             default=scenario.stable,
             rps=scenario.rps,
             scrape_interval=scrape_interval,
@@ -89,7 +96,7 @@ class SimWorld:
             seed=seed,
         )
         cluster.bind(plan)
-        values = chart.values_for_plan(plan, stable_image=scenario.stable_image)
+        values = chart.values_for_plan(plan, stable_image=stable_image)
         cluster.install(plan.release.name, plan.release.namespace, values)
         clock.advance(INSTALL_AGE)
         return cls(plan, scenario, clock, cluster, mesh)
@@ -100,10 +107,10 @@ class SimWorld:
         return self.metrics
 
     def release_canary(self, image: str | None = None) -> int:
-        """CI's ``helm upgrade`` setting the canary image (default: the scenario's); returns
-        the new revision."""
+        """CI's ``helm upgrade`` setting the canary image (default: :attr:`canary_image`);
+        returns the new revision."""
         return self.cluster.deploy_canary(
-            image or self.scenario.canary_image,
+            image or self.canary_image,
             release=self.plan.release.name,
             namespace=self.plan.release.namespace,
         )
