@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import math
+import re
 import shutil
 import subprocess
 import sys
@@ -42,10 +44,31 @@ RELEASE_NS = "canary-system"
 KUBE_VERSION = "1.30.0"
 #: Kinds kubernetes-validate has no schema for (CRDs); checked by hand below.
 CRD_KINDS = {"ServiceMonitor"}
-#: DESIGN §7 / docs/running.md §8: helm gets rollback.timeout + 60 s, plus ~10 s for the tick
-#: in flight and the flushes.
+#: docs/design.md §7 / docs/running.md §8: helm gets rollback.timeout + 60 s, plus 20 s for the tick
+#: in flight (6 s), the lease release (up to 10 s) and the two flushes (2 s each).
 HELM_GRACE_S = 60
 SHUTDOWN_S = 20
+PLANS = ROOT / "config" / "plans"
+
+
+def plan_with_timeout(timeout: str | None) -> str:
+    """config/plans/reviews.yaml with its ``rollback.timeout`` set to ``timeout`` (None: left
+    out, so the plan has the default 5m)."""
+    text = (PLANS / "reviews.yaml").read_text()
+    line = "" if timeout is None else f"    timeout: {timeout}\n"
+    changed, count = re.subn(r"(?m)^    timeout: 5m .*\n", line, text)
+    assert count == 1
+    return changed
+
+
+def covering(files: Mapping[str, Any], max_timeout: int) -> dict[str, Any]:
+    """Values serving ``files`` with ``maxRollbackTimeoutSeconds`` = ``max_timeout`` and the
+    shortest grace period the chart accepts for it."""
+    return {
+        "plans": {"files": dict(files)},
+        "maxRollbackTimeoutSeconds": max_timeout,
+        "terminationGracePeriodSeconds": max_timeout + HELM_GRACE_S + SHUTDOWN_S + 1,
+    }
 
 
 def _load_render_module() -> ModuleType:
@@ -182,6 +205,9 @@ def test_an_existing_plans_config_map_is_mounted_instead_of_ours() -> None:
         ({"terminationGracePeriodSeconds": 360}, "terminationGracePeriodSeconds"),
         ({"maxRollbackTimeoutSeconds": 600}, "terminationGracePeriodSeconds"),
         ({"plans": {"files": {"../evil": "x"}}}, "plans.files"),
+        ({"plans": {"files": {"p.yaml": plan_with_timeout("5d")}}}, r"p.yaml .*not a duration"),
+        ({"plans": {"files": {"p.yaml": plan_with_timeout("300")}}}, r"p.yaml .*bare number"),
+        ({"plans": {"files": {"p.yaml": "spec: [\n"}}}, r"plans.files: p.yaml: not YAML"),
     ],
 )
 def test_bad_values_fail_the_render_with_the_key(values: dict[str, Any], message: str) -> None:
@@ -240,6 +266,96 @@ def test_the_grace_period_outlasts_the_longest_helm_rollback() -> None:
     for path in (ROOT / "config" / "plans").glob("*.yaml"):
         for plan in load_plan_text(path.read_text(), str(path)):
             assert plan.rollback.timeout.total_seconds() <= max_timeout, path
+
+
+def test_a_plan_whose_rollback_timeout_outlasts_the_grace_period_fails_the_render() -> None:
+    with pytest.raises(HelmError) as failed:
+        render({"plans": {"files": {"long.yaml": plan_with_timeout("10m")}}})
+    message = str(failed.value)
+    assert (
+        "plans.files: long.yaml (plan bookinfo/reviews): spec.rollback.timeout 10m (600 s) "
+        "exceeds maxRollbackTimeoutSeconds (300)"
+    ) in message
+    assert "after terminationGracePeriodSeconds (420)" in message
+    assert (
+        "raise maxRollbackTimeoutSeconds to at least 600 and terminationGracePeriodSeconds "
+        "above 680, or shorten the plan's rollback.timeout to at most 300s"
+    ) in message
+
+
+@pytest.mark.parametrize("form", ["text", "mapping"])
+def test_the_same_plan_renders_once_the_grace_period_covers_it(form: str) -> None:
+    text = plan_with_timeout("10m")
+    plan = text if form == "text" else yaml.safe_load(text)
+    values = covering({"long.yaml": plan}, 600)
+    pod = one(render(values), "Deployment")["spec"]["template"]["spec"]
+    assert pod["terminationGracePeriodSeconds"] == 681
+    # one second less is the grace-period rule's to refuse
+    with pytest.raises(HelmError, match="terminationGracePeriodSeconds: 680 must exceed"):
+        render({**values, "terminationGracePeriodSeconds": 680})
+    # a grace period long enough without maxRollbackTimeoutSeconds: that value is wrong
+    with pytest.raises(HelmError, match=r"raise maxRollbackTimeoutSeconds to at least 600 \("):
+        render({**values, "maxRollbackTimeoutSeconds": 300})
+
+
+def test_the_shipped_plans_render_with_the_default_grace_period() -> None:
+    texts = {path.name: path.read_text() for path in sorted(PLANS.glob("*.yaml"))}
+    assert sorted(texts) == ["ratings.yaml", "reviews.yaml"]
+    both = "\n---\n".join(texts.values())  # one file may hold several plans
+    objects = render({"plans": {"files": {**texts, "both.yaml": both}}})
+    plans = next(o for o in objects if o["metadata"]["name"] == "canary-plans")
+    assert sorted(plans["data"]) == ["both.yaml", "ratings.yaml", "reviews.yaml"]
+
+
+def test_every_plan_of_a_multi_document_file_is_checked() -> None:
+    ratings = (PLANS / "ratings.yaml").read_text()
+    both = f"---\n{ratings}\n---\n# nothing\n---\n{plan_with_timeout('6m')}"
+    with pytest.raises(HelmError, match=r"both.yaml, document 3 \(plan bookinfo/reviews\): "):
+        render({"plans": {"files": {"both.yaml": both}}})
+
+
+def test_a_plan_without_rollback_timeout_has_the_default() -> None:
+    files = {
+        "reviews.yaml": plan_with_timeout(None),
+        "ratings.yaml": (PLANS / "ratings.yaml").read_text(),
+    }
+    render(covering(files, 300))
+    with pytest.raises(HelmError, match=r"timeout 5m \(the default, 300 s\) exceeds"):
+        render(covering(files, 299))
+
+
+@pytest.mark.parametrize(
+    ("timeout", "seconds"),
+    [
+        ("1m30s", 90),
+        ("90s", 90),
+        ("2m30s", 150),
+        ("300s", 300),
+        ("1h", 3600),
+        ("1h0m1s", 3601),
+        ("1.5m", 90),
+        ("89500ms", 90),  # rounded up: helm may run into the 90th second
+    ],
+)
+def test_rollback_timeouts_are_read_as_the_controller_reads_them(
+    timeout: str, seconds: int
+) -> None:
+    text = plan_with_timeout(timeout)
+    [plan] = load_plan_text(text, "t.yaml")
+    assert math.ceil(plan.rollback.timeout.total_seconds()) == seconds
+    # exactly at the boundary the plan is served; one second below, it is refused
+    render(covering({"t.yaml": text}, seconds))
+    expected = rf"timeout {re.escape(timeout)} \({seconds} s\) exceeds .*\({seconds - 1}\)"
+    with pytest.raises(HelmError, match=expected):
+        render(covering({"t.yaml": text}, seconds - 1))
+
+
+def test_plans_of_an_existing_config_map_are_not_checked() -> None:
+    # documented in values.yaml: the chart cannot see them; `files` is ignored then
+    values = {
+        "plans": {"existingConfigMap": "my-plans", "files": {"x.yaml": plan_with_timeout("1h")}}
+    }
+    render(values)
 
 
 # --- the manifests ---------------------------------------------------------------------------

@@ -66,10 +66,81 @@ owns. Rendered here so that the Deployment can carry its checksum.
 {{ toYaml $c }}
 {{- end -}}
 
-{{/* Fails the render when the pod could be killed while its helm rollback runs (DESIGN §7). */}}
+{{/*
+The seconds a SIGTERM may take beyond the longest helm rollback (docs/design.md §7, docs/running.md §8,
+canary/shell/daemon.py shutdown): a tick in flight gets 6 s (TICK_DRAIN) and may start a helm
+rollback at its end; helm is waited for up to its --timeout + 60 s (DEFAULT_ROLLBACK_GRACE in
+canary/adapters/helm.py); then the lease release gets up to 10 s (SHUTDOWN_BUDGET) and the
+notifier and the Kubernetes Events 2 s each (NOTIFY_FLUSH). 6 + 60 + 10 + 2 + 2 = 80.
+*/}}
+{{- define "canary.shutdownMarginSeconds" -}}80{{- end -}}
+
+{{/*
+Fails the render when the pod could be SIGKILLed while its helm rollback runs (docs/design.md §7):
+terminationGracePeriodSeconds must exceed maxRollbackTimeoutSeconds + 80, and every plan given
+in plans.files must have a spec.rollback.timeout (default 5m) of at most
+maxRollbackTimeoutSeconds. Plans of plans.existingConfigMap are not seen at render time.
+*/}}
 {{- define "canary.checkGracePeriod" -}}
-{{- $needed := add (int .Values.maxRollbackTimeoutSeconds) 80 -}}
-{{- if le (int .Values.terminationGracePeriodSeconds) (int $needed) -}}
-{{- fail (printf "terminationGracePeriodSeconds: %d must exceed maxRollbackTimeoutSeconds (%d) + 60 s helm grace + 20 s for the tick drain, lease release and flushes = %d: the kubelet would kill a running helm rollback" (int .Values.terminationGracePeriodSeconds) (int .Values.maxRollbackTimeoutSeconds) $needed) -}}
+{{- $margin := int (include "canary.shutdownMarginSeconds" .) -}}
+{{- $max := int .Values.maxRollbackTimeoutSeconds -}}
+{{- $grace := int .Values.terminationGracePeriodSeconds -}}
+{{- $needed := add $max $margin -}}
+{{- if le $grace (int $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds: %d must exceed maxRollbackTimeoutSeconds (%d) + %d s = %d (helm's grace of 60 s past its --timeout, 6 s for the tick in flight, up to 10 s for the lease release, 2 s + 2 s for the notification and Event flushes): the kubelet would SIGKILL a running helm rollback" $grace $max $margin $needed) -}}
+{{- end -}}
+{{- if not .Values.plans.existingConfigMap -}}
+{{- range $file, $content := .Values.plans.files -}}
+{{- $docs := list -}}
+{{- if kindIs "map" $content -}}
+{{- $docs = append $docs $content -}}
+{{- else if kindIs "string" $content -}}
+{{- /* One file may hold several plans separated by `---` (canary/plans/documents.py counts
+every document, an empty one too, and skips the empty ones); text before the first `---`
+is a document only when it holds something. */ -}}
+{{- range $i, $text := regexSplit "(?m)^---(?:[ \t]|$)" $content -1 -}}
+{{- $doc := fromYaml $text -}}
+{{- if and (eq (len $doc) 1) (hasKey $doc "Error") -}}
+{{- fail (printf "plans.files: %s: not YAML the chart can read, so its spec.rollback.timeout cannot be checked against terminationGracePeriodSeconds (%s); `canary validate` shows the problem" $file $doc.Error) -}}
+{{- end -}}
+{{- if or $i $doc -}}
+{{- $docs = append $docs $doc -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- range $i, $doc := $docs -}}
+{{- if $doc -}}
+{{- $where := printf "plans.files: %s" $file -}}
+{{- if gt (len $docs) 1 -}}
+{{- $where = printf "%s, document %d" $where (add1 $i) -}}
+{{- end -}}
+{{- $meta := get $doc "metadata" -}}
+{{- if and (kindIs "map" $meta) (kindIs "string" (get $meta "namespace")) (kindIs "string" (get $meta "name")) (get $meta "name") -}}
+{{- $where = printf "%s (plan %s/%s)" $where (get $meta "namespace") (get $meta "name") -}}
+{{- end -}}
+{{- $timeout := "5m" -}}
+{{- $default := "the default, " -}}
+{{- $spec := get $doc "spec" -}}
+{{- if kindIs "map" $spec -}}
+{{- $rollback := get $spec "rollback" -}}
+{{- if and (kindIs "map" $rollback) (hasKey $rollback "timeout") -}}
+{{- $timeout = get $rollback "timeout" -}}
+{{- $default = "" -}}
+{{- end -}}
+{{- end -}}
+{{- $seconds := int (include "canary.durationSeconds" (dict "value" $timeout "where" (printf "%s: spec.rollback.timeout" $where))) -}}
+{{- if gt $seconds $max -}}
+{{- $waits := add $seconds $margin -}}
+{{- $why := printf "maxRollbackTimeoutSeconds must be the longest rollback.timeout of the plans served" -}}
+{{- $fix := printf "raise maxRollbackTimeoutSeconds to at least %d (terminationGracePeriodSeconds %d already exceeds %d + %d)" $seconds $grace $seconds $margin -}}
+{{- if le $grace (int $waits) -}}
+{{- $why = printf "on SIGTERM the controller waits up to %d + %d = %d s for that helm rollback, but the kubelet SIGKILLs it after terminationGracePeriodSeconds (%d)" $seconds $margin $waits $grace -}}
+{{- $fix = printf "raise maxRollbackTimeoutSeconds to at least %d and terminationGracePeriodSeconds above %d" $seconds $waits -}}
+{{- end -}}
+{{- fail (printf "%s: spec.rollback.timeout %v (%s%d s) exceeds maxRollbackTimeoutSeconds (%d): %s. Fix: %s, or shorten the plan's rollback.timeout to at most %ds" $where $timeout $default $seconds $max $why $fix $max) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}
