@@ -15,6 +15,8 @@ from canary.sim import SCENARIOS
 ROOT = Path(__file__).resolve().parents[1]
 BAD = sorted((ROOT / "tests" / "fixtures" / "plans" / "bad").glob("*.yaml"))
 PLAN = str(ROOT / "config" / "plans" / "reviews.yaml")
+#: Every plan shipped for users: each must pass `good`, be rolled back by `bad-errors` and demo.
+SHIPPED = sorted((ROOT / "config" / "plans").glob("*.yaml"))
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -114,6 +116,31 @@ def test_usage_error_exits_2() -> None:
     assert code == 2
 
 
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ("prometheus:9090", '"prometheus:9090" is not a URL (write "http://prometheus:9090")'),
+        ("ftp://p:9090", '"ftp://p:9090" has scheme ftp; Prometheus is reached over http or https'),
+        ("http://", '"http://" has no host'),
+    ],
+    ids=["no-scheme", "ftp", "no-host"],
+)
+def test_check_with_a_bad_prometheus_url_is_a_config_error_not_unreachable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, given: str, message: str
+) -> None:
+    """Exit 2 with the config error, never 4 (Prometheus unreachable): nothing is queried."""
+    code, out, err = run("check", PLAN, "--prometheus-url", given)
+    assert (code, out) == (2, "") and f"--prometheus-url: {message}" in err
+    monkeypatch.setenv("CANARY_PROMETHEUS_URL", given)
+    code, _, err = run("check", PLAN)
+    assert code == 2 and f"CANARY_PROMETHEUS_URL: {message}" in err
+    monkeypatch.delenv("CANARY_PROMETHEUS_URL")
+    config = tmp_path / "config.yaml"
+    config.write_text(f'prometheusUrl: "{given}"\n')
+    code, _, err = run("check", PLAN, "--config", str(config))
+    assert code == 2 and f"{config}: prometheusUrl: {message}" in err
+
+
 def test_demo_shows_good_then_bad_release() -> None:
     code, out, _ = run("demo", "--fast")
     assert code == 0
@@ -135,6 +162,85 @@ def test_demo_shows_good_then_bad_release() -> None:
     positions = [bad.index(name) for name in order]
     assert positions == sorted(positions)
     assert "helm rollback reviews 3" in bad  # the base revision: the promotion
+
+
+def test_there_are_shipped_plans() -> None:
+    assert {p.name for p in SHIPPED} >= {"reviews.yaml", "ratings.yaml"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    ("scenario", "code", "outcome"),
+    [("good", 0, "outcome: Succeeded: "), ("bad-errors", 1, "outcome: RolledBack: ")],
+)
+def test_every_shipped_plan_passes_good_and_is_rolled_back_by_bad_errors(
+    path: Path, scenario: str, code: int, outcome: str
+) -> None:
+    out, err = io.StringIO(), io.StringIO()
+    assert main(["simulate", str(path), "--scenario", scenario], out=out, err=err) == code
+    (line,) = [line for line in out.getvalue().splitlines() if line.startswith("outcome:")]
+    assert line.startswith(outcome) and line.endswith(f"(exit {code})")
+    assert "no data" not in line
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_demo_runs_for_every_shipped_plan(path: Path) -> None:
+    code, out, _ = run("demo", "--fast", "--plan", str(path))
+    assert code == 0
+    assert "good release: Succeeded, promoted, back to Idle" in out
+    assert "bad release:  RolledBack: " in out
+
+
+def test_demo_releases_the_plans_own_images() -> None:
+    code, out, _ = run("demo", "--fast", "--plan", str(ROOT / "config" / "plans" / "ratings.yaml"))
+    assert code == 0
+    image = "docker.io/istio/examples-bookinfo-ratings-v2"
+    assert f"helm upgrade ratings --set canary.image={image}:1.20.1   (a good release)" in out
+    assert f"helm upgrade ratings --set canary.image={image}:bad   (a bad release)" in out
+    assert "reviews" not in out
+
+
+def variant(tmp_path: Path, *edits: tuple[str, str]) -> str:
+    """reviews.yaml with each (old, new) text replaced, as a new plan file."""
+    text = Path(PLAN).read_text()
+    for old, new in edits:
+        assert old in text
+        text = text.replace(old, new)
+    path = tmp_path / "plan.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    ("edit", "verdict"),
+    [
+        # the good canary's 0.2 % 5xx fails a 0.15 % bound: rolled back
+        (("max: 0.01 ", "max: 0.0015 "), "RolledBack: 2 consecutive failed checks: error-rate"),
+        # the canary never serves enough requests: inconclusive, paused
+        (("minRequests: 20", "minRequests: 1000000"), "Paused: inconclusive for 10m"),
+    ],
+)
+def test_demo_says_why_the_good_release_did_not_succeed(
+    tmp_path: Path, edit: tuple[str, str], verdict: str
+) -> None:
+    code, out, _ = run("demo", "--fast", "--plan", variant(tmp_path, edit))
+    assert code == 1
+    assert f"good release: FAILED — {verdict}" in out
+    assert "the good release did not succeed, so no promotion" in out
+    assert "→ promote" not in out and "rollout.finalised" not in out
+    assert "(a bad release)" not in out and "bad release:  not released" in out
+
+
+def test_demo_says_why_the_bad_release_was_not_rolled_back(tmp_path: Path) -> None:
+    lax = variant(
+        tmp_path, ("max: 0.01 ", "max: 0.5 "), ("maxAboveStable: 0.005", "maxAboveStable: 0.5")
+    )
+    code, out, _ = run("demo", "--fast", "--plan", lax)
+    assert code == 1
+    assert "good release: Succeeded, promoted, back to Idle" in out
+    # the bad release's own reason, not the good one's ("promoted")
+    assert "bad release:  FAILED, not rolled back — Succeeded: step 2 passed 4 checks" in out
+    assert "helm calls: none" in out
 
 
 def test_console_script_runs_the_demo() -> None:

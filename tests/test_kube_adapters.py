@@ -474,7 +474,7 @@ def test_repeated_events_are_aggregated_and_a_flood_is_dropped(
     assert bump.content_type == "application/merge-patch+json"
     assert bump.body["count"] == 5 and "lastTimestamp" in bump.body
     for i in range(30):  # a flapping rollout: 30 different messages at once
-        s.post(NS, "reviews", Event("weight.drift", {"reason": f"drift {i}"}))
+        s.post(NS, "reviews", Event("weight.drift", {"live": [100 - i, i], "expected": [90, 10]}))
     assert len(events(cluster)) == 6  # the 5 tokens left, then dropped
     assert s.dropped == 25
     now[0] += 60  # a minute later: 10 more tokens
@@ -596,6 +596,96 @@ def test_connect_reads_a_kubeconfig_context(tmp_path: Path, cluster: KubeApiServ
         connect(str(kubeconfig), "nope")
 
 
+@pytest.fixture
+def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The client takes a proxy from the environment; these tests need a direct connection."""
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on (bound once, then released)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.mark.usefixtures("no_proxy")
+def test_a_refused_connection_names_the_api_server() -> None:
+    from kubernetes import client
+
+    from canary.adapters.kube import connect, recent_events
+
+    server = f"http://127.0.0.1:{closed_port()}"
+    expected = (
+        f"API server {server} refused the connection (list events in {NS}): is it running, and "
+        "is that its port?"
+    )
+    with pytest.raises(UnavailableError) as info:
+        recent_events(connect(host=server), NS, "reviews")
+    assert str(info.value) == expected
+    # the configuration's host as given, a path prefix too (a kubeconfig behind a proxy)
+    with pytest.raises(UnavailableError) as info:
+        recent_events(connect(host=f"{server}/k8s/clusters/c-1"), NS, "reviews")
+    assert str(info.value).startswith(f"API server {server}/k8s/clusters/c-1 refused")
+    # a plain ApiClient (not connect()'s): the server is read off urllib3's connection pool
+    with pytest.raises(UnavailableError) as info:
+        recent_events(client.ApiClient(client.Configuration(host=server)), NS, "reviews")
+    assert str(info.value) == expected
+
+
+@pytest.mark.usefixtures("no_proxy")
+def test_an_api_server_that_never_answers_is_a_timeout_naming_it() -> None:
+    import socket
+
+    from kubernetes import client
+
+    from canary.adapters.kube import connect
+
+    with socket.socket() as sock:  # the kernel completes the handshake; nobody answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        server = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        apps = client.AppsV1Api(connect(host=server))
+        with pytest.raises(UnavailableError) as info:
+            call(
+                lambda: apps.read_namespaced_deployment(
+                    "reviews-v1", NS, _request_timeout=(1.0, 0.5)
+                ),
+                verb="get",
+                what=f"deployments.apps {NS}/reviews-v1",
+            )
+    assert str(info.value) == (
+        f"API server {server} did not answer within 0.5s (get deployments.apps {NS}/reviews-v1)"
+    )
+
+
+@pytest.mark.usefixtures("no_proxy")
+def test_an_api_server_host_that_does_not_resolve_says_so() -> None:
+    import time
+
+    from kubernetes import client
+
+    from canary.adapters.kube import connect
+
+    # .invalid never resolves (RFC 6761); without network access the lookup fails at once
+    apps = client.AppsV1Api(connect(host="https://kube.invalid:6443"))
+    began = time.monotonic()
+    with pytest.raises(UnavailableError) as info:
+        call(
+            lambda: apps.read_namespaced_deployment("reviews-v1", NS, _request_timeout=1),
+            verb="get",
+            what=f"deployments.apps {NS}/reviews-v1",
+        )
+    assert time.monotonic() - began < 5
+    assert str(info.value) == (
+        "API server https://kube.invalid:6443 unreachable: cannot resolve host kube.invalid "
+        f"(get deployments.apps {NS}/reviews-v1)"
+    )
+
+
 # --- more cases from the review of issue 4 -------------------------------------------------------
 
 
@@ -613,6 +703,34 @@ def test_a_resources_only_change_starts_a_rollout(cluster: KubeApiServer) -> Non
     rig.names.clear()
     rig.tick()
     assert rig.names == ["rollout.started"]
+
+
+@pytest.mark.parametrize("deployment", ["reviews-v3", "reviews-v1"])
+def test_kubectl_rollout_restart_of_either_track_starts_no_rollout(
+    cluster: KubeApiServer, deployment: str
+) -> None:
+    """`kubectl rollout restart` stamps kubectl.kubernetes.io/restartedAt on the pod template:
+    new pods, the same version. Neither a restarted canary nor a restarted stable is a
+    rollout; a real change after a restart still is."""
+    rig = Rig(cluster)
+    rig.tick()
+
+    def restart(dep: dict[str, Any]) -> None:
+        meta = dep["spec"]["template"].setdefault("metadata", {})
+        meta.setdefault("annotations", {})["kubectl.kubernetes.io/restartedAt"] = (
+            "2026-12-03T07:30:00Z"
+        )
+
+    cluster.edit("apps", "v1", "deployments", NS, deployment, restart)
+    cluster.edit("apps", "v1", "deployments", NS, deployment, available)
+    rig.names.clear()
+    for _ in range(3):
+        rig.tick()
+    assert "rollout.started" not in rig.names
+    assert rig.state().phase is Phase.IDLE
+    set_image(cluster, "reviews-v3", chart.CANARY_IMAGE)
+    rig.tick()
+    assert "rollout.started" in rig.names
 
 
 def test_steady_ticks_over_http_write_nothing(cluster: KubeApiServer) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,8 @@ from canary.core.ports import CheckRequest
 from canary.core.queries import render_key, requests_key
 from canary.plans.files import load_plan_text
 from tests.support.istio_exporter import IstioExporter
-from tests.support.prometheus import PrometheusServer
+from tests.support.prometheus import PrometheusServer, free_port
+from tests.support.promtool import T0, OpenMetrics
 
 NS = "adapter"
 WINDOW = timedelta(seconds=10)
@@ -168,12 +169,54 @@ def test_twice_as_slow_as_stable_fails_the_ratio_within_the_absolute_max(
     assert "> max 500" not in latency.reason
 
 
-@pytest.mark.parametrize("app", ["idle", "ghost"], ids=["never-served", "unknown-workload"])
+@pytest.mark.parametrize(
+    "app", ["idle", "ghost", "nobody"], ids=["never-served", "unknown-workload", "unknown-both"]
+)
 def test_no_canary_data_is_inconclusive(source: PrometheusSource, app: str) -> None:
     sample, result = judge(source, plan_for(app))
     assert result.verdict is Verdict.INCONCLUSIVE
     assert sample.canary_requests is None  # no series at all: an empty vector
     assert all(m.value is None for m in result.metrics)
+    # this Prometheus does have Istio series (of other workloads): no hint about scraping, also
+    # when neither track has any (nobody-v1, nobody-v3: the requests query is empty)
+    assert sample.no_data == "" and "istio_requests_total" not in result.reason
+
+
+def test_a_prometheus_without_any_istio_series_says_so(
+    backfilled_prometheus: Callable[[str], PrometheusServer],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # A Prometheus that answers, with series of its own, but none from an Istio sidecar: not
+    # the mesh's Prometheus, or one that does not scrape the sidecars.
+    unrelated = {"job": "node", "instance": "10.0.0.1:9100", "code": "200"}
+    text = (
+        OpenMetrics()
+        .counter("http_requests_total", unrelated, [(T0 + 15 * i, 10 * i) for i in range(5)])
+        .text()
+    )
+    server = backfilled_prometheus(text)
+    at = datetime.fromtimestamp(T0 + 60, UTC)
+    assert server.value("count(http_requests_total)", at=T0 + 60) == 1  # it does answer
+    plan = plan_for("good")
+    sample = PrometheusSource(PrometheusConfig(url=server.url)).sample([request(plan)], at)[
+        plan.key
+    ]
+    hint = (
+        f"Prometheus at {server.url} has no istio_requests_total series at all: is it scraping "
+        "the Istio sidecars (and is this the mesh's Prometheus)?"
+    )
+    assert sample.no_data == hint and not sample.error
+    result = evaluate(plan.analysis, sample, canary_available=True, weights=None)
+    assert result.verdict is Verdict.INCONCLUSIVE  # missing data: never a pass, not an ERROR
+    assert result.reason.startswith("canary served 0 requests") and result.reason.endswith(hint)
+    # and `canary check` prints it (exit 3, inconclusive)
+    path = tmp_path / "good.yaml"
+    path.write_text(plan_yaml("good"))
+    argv = ["check", str(path), "--prometheus-url", server.url, "--scrape-interval", "1s"]
+    assert main(argv) == 3
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith(f"{NS}/good: INCONCLUSIVE") and first.endswith(hint)
 
 
 def test_a_canary_that_stopped_serving_has_nan_rates_which_are_no_data(
@@ -306,7 +349,9 @@ def test_fifty_rollouts_cost_no_more_queries_than_windows_times_metric_types(
     answers = source.sample(requests_, datetime.now(UTC))
     assert set(answers) == {p.key for p in plans}
     kinds = 3  # error rate, latency, request count
-    assert source.queries_sent <= len(windows) * kinds
+    # + 1: none of these workloads exists, so the request counts come back empty and one
+    # count(istio_requests_total) asks whether this Prometheus has Istio series at all
+    assert source.queries_sent <= len(windows) * kinds + 1
     # and the batched answer for a workload equals the single-workload query's answer
     good = plan_for("good")
     single = source.sample([request(good)], datetime.now(UTC))[good.key]
@@ -355,9 +400,42 @@ def test_a_hanging_prometheus_is_an_error_within_our_timeout_budget(blackhole: s
     began = time.monotonic()
     sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
     elapsed = time.monotonic() - began
-    assert sample.error and "unreachable" in sample.error
+    port = blackhole.rsplit(":", 1)[1]
+    assert sample.error == (
+        f"Prometheus at {blackhole} unreachable: no answer from 127.0.0.1:{port} within 1s "
+        "(1 retry)"
+    )
     # one query (the request counts fail first), two tries of 1 s each, plus the backoff
     assert elapsed < 2 * 1.0 + 1.0
+    result = evaluate(plan.analysis, sample, canary_available=True, weights=None)
+    assert result.verdict is Verdict.ERROR
+
+
+def test_connection_refused_names_the_host_and_port() -> None:
+    port = free_port()  # nothing listens there
+    url = f"http://127.0.0.1:{port}"
+    config = PrometheusConfig(url=url, timeout=timedelta(seconds=1), retries=1)
+    plan = plan_for("good")
+    sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
+    assert sample.error == (
+        f"Prometheus at {url} unreachable: connection refused by 127.0.0.1:{port} — is "
+        "Prometheus running there?"
+    )
+
+
+def test_a_host_that_does_not_resolve_says_so_quickly() -> None:
+    # .invalid never resolves (RFC 6761); here (no network) the lookup fails in milliseconds
+    config = PrometheusConfig(
+        url="http://prometheus.invalid:9090", timeout=timedelta(seconds=1), retries=1
+    )
+    plan = plan_for("good")
+    began = time.monotonic()
+    sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
+    assert time.monotonic() - began < 5
+    assert sample.error == (
+        "Prometheus at http://prometheus.invalid:9090 unreachable: cannot resolve host "
+        "prometheus.invalid"
+    )
     result = evaluate(plan.analysis, sample, canary_available=True, weights=None)
     assert result.verdict is Verdict.ERROR
 
@@ -380,6 +458,7 @@ def test_prometheus_stopped_mid_test_gives_error_then_recovers(
     with mesh.down():
         sample = source.sample([request(plan)], datetime.now(UTC))[plan.key]
         assert "unreachable" in sample.error
+        assert f"connection refused by 127.0.0.1:{mesh.port}" in sample.error
         assert evaluate(plan.analysis, sample, canary_available=True, weights=None).verdict is (
             Verdict.ERROR
         )
@@ -425,12 +504,16 @@ def test_canary_check_json_and_config_error(
     assert doc["exitCode"] == 2 and doc["metrics"][0]["name"] == "broken"
 
 
-def test_canary_check_unreachable_is_exit_4(tmp_path: Path, blackhole: str) -> None:
+def test_canary_check_unreachable_is_exit_4(
+    tmp_path: Path, blackhole: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     path = tmp_path / "good.yaml"
     path.write_text(plan_yaml("good"))
     argv = ["check", str(path), "--prometheus-url", blackhole, "--timeout", "1s", "--retries", "0"]
     argv += ["--scrape-interval", "1s"]
     assert main(argv) == 4
+    port = blackhole.rsplit(":", 1)[1]
+    assert f"no answer from 127.0.0.1:{port} within 1s (no retry)" in capsys.readouterr().err
 
 
 def test_canary_check_warns_when_a_latency_bound_is_between_buckets(
@@ -561,6 +644,7 @@ def test_credentials_in_the_url_never_reach_errors_or_repr(blackhole: str) -> No
     plan = plan_for("good")
     sample = PrometheusSource(config).sample([request(plan)], datetime.now(UTC))[plan.key]
     assert sample.error and "hunter2" not in sample.error and "hunter2" not in repr(config)
+    assert "user" not in sample.error and f"from 127.0.0.1:{port} within 1s" in sample.error
 
 
 def test_a_missing_token_file_is_an_error_for_every_check(tmp_path: Path) -> None:

@@ -13,12 +13,16 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import socket
+import ssl
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import urllib3
 from kubernetes import client, config
@@ -52,6 +56,9 @@ DEFAULT_REQUEST_TIMEOUT = (5.0, 15.0)
 DEFAULT_RETRIES = urllib3.Retry(total=1, connect=1, read=0, status=0, redirect=0)
 
 T = TypeVar("T")
+
+#: The attribute :class:`RateLimitedApiClient` sets on a transport error: its API server URL.
+_API_SERVER = "_canary_api_server"
 
 
 class RateLimitedApiClient(client.ApiClient):
@@ -91,7 +98,12 @@ class RateLimitedApiClient(client.ApiClient):
 
     def call_api(self, *args: Any, **kwargs: Any) -> Any:
         self._take()
-        return super().call_api(*args, **kwargs)
+        try:
+            return super().call_api(*args, **kwargs)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            # a transport error names no API server: :func:`translate` says which one it was
+            setattr(exc, _API_SERVER, str(self.configuration.host or ""))
+            raise
 
 
 def connect(
@@ -160,8 +172,78 @@ def translate(exc: Exception, *, verb: str, what: str) -> CanaryError:
             return UnavailableError(f"API server answered {code} to {verb} {what}: {message}")
         return InvalidError(f"API server answered {code} to {verb} {what}: {message}")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError | TimeoutError):
-        return UnavailableError(f"API server unreachable ({verb} {what}): {type(exc).__name__}")
+        return UnavailableError(_transport_error(exc, verb=verb, what=what))
     raise exc
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps (MaxRetryError's ``reason``, ``raise ... from`` causes)."""
+    out: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(out) < 20:
+        e = todo.pop(0)
+        if any(e is seen for seen in out):
+            continue
+        out.append(e)
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
+    return out
+
+
+def _api_server(chain: list[BaseException]) -> str:
+    """The API server a transport error was about: the ApiClient configuration's host (set by
+    :class:`RateLimitedApiClient`), else the urllib3 connection pool's; user info dropped."""
+    for e in chain:
+        host = getattr(e, _API_SERVER, "")
+        if isinstance(host, str) and host:
+            parts = urlsplit(host)
+            if "@" in parts.netloc:
+                host = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+            return host.rstrip("/")
+    for e in chain:
+        pool = getattr(e, "pool", None)
+        if pool is not None and getattr(pool, "host", None):
+            scheme = getattr(pool, "scheme", "") or "http"
+            return f"{scheme}://{pool.host}" + (f":{pool.port}" if pool.port else "")
+    return ""
+
+
+_TIMEOUT_TEXT = re.compile(r"timeout=([0-9.]+)")
+
+
+def _transport_error(exc: BaseException, *, verb: str, what: str) -> str:
+    """Which API server, which kind of failure, and what was attempted."""
+    chain = _chain(exc)
+    server = _api_server(chain)
+    name = f"API server {server}" if server else "API server"
+    attempt = f"({verb} {what})"
+    errors = urllib3.exceptions
+    if any(isinstance(e, socket.gaierror | errors.NameResolutionError) for e in chain):
+        host = urlsplit(server).hostname or "?"
+        return f"{name} unreachable: cannot resolve host {host} {attempt}"
+    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        return f"{name} refused the connection {attempt}: is it running, and is that its port?"
+    timed_out = [
+        e
+        for e in chain
+        if isinstance(e, errors.ReadTimeoutError | TimeoutError)
+        or (
+            isinstance(e, errors.ConnectTimeoutError)
+            and not isinstance(e, errors.NewConnectionError)
+        )
+    ]
+    if timed_out:
+        found = next((m for e in timed_out if (m := _TIMEOUT_TEXT.search(str(e)))), None)
+        # (a single-number timeout is a total: urllib3 reports the read part left, 0.4995)
+        within = f" within {round(float(found.group(1)), 2):g}s" if found else " in time"
+        return f"{name} did not answer{within} {attempt}"
+    if any(isinstance(e, errors.SSLError | ssl.SSLError) for e in chain):
+        return f"{name}: the TLS handshake failed {attempt}: check its CA and certificate"
+    if any(isinstance(e, ConnectionResetError | errors.ProtocolError) for e in chain):
+        return f"{name} dropped the connection {attempt}"
+    return f"{name} unreachable {attempt}: {type(exc).__name__}"
 
 
 def call(fn: Callable[[], T], *, verb: str, what: str) -> T:

@@ -12,7 +12,9 @@ Outcomes, translated at this boundary:
 * several series where one is expected (a custom query) → an error naming their labels,
   marked ``misconfigured``;
 * HTTP 4xx (a bad query) → an error naming the metric, marked ``misconfigured``;
-* timeout, connection refused, HTTP 5xx → a transient error (:class:`UnavailableError`).
+* timeout, connection refused, HTTP 5xx → a transient error (:class:`UnavailableError`);
+  an unreachable Prometheus says why: connection refused by host:port, cannot resolve the
+  host, or no answer within the timeout (and retries) configured here.
 
 Our own timeout and retry budget applies per query (urllib3's default retries, which
 prometheus-api-client would otherwise use, could stall a tick for minutes). Credentials (bearer
@@ -25,8 +27,9 @@ from __future__ import annotations
 import math
 import os
 import re
+import socket
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -35,6 +38,12 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
+from urllib3.exceptions import (
+    ConnectTimeoutError,
+    NameResolutionError,
+    NewConnectionError,
+    ReadTimeoutError,
+)
 from urllib3.util.retry import Retry
 
 from canary.core import queries
@@ -52,6 +61,8 @@ DEFAULT_RETRIES = 1
 RETRY_BACKOFF_SECONDS = 0.2
 #: Status codes worth one more try: the server or a proxy in front of it is busy.
 RETRY_STATUSES = (502, 503, 504)
+#: The counter every Istio sidecar exports; none at all means Istio is not being scraped.
+ISTIO_REQUESTS = "istio_requests_total"
 
 
 class QueryError(ConfigError):
@@ -186,13 +197,41 @@ class PrometheusSource:
             ) from None
         except requests.RequestException as exc:
             raise UnavailableError(
-                f"Prometheus at {redact(self.config.url)} unreachable: {type(exc).__name__}"
+                f"Prometheus at {redact(self.config.url)} unreachable: {self._why(exc)}"
             ) from None
         if isinstance(result, list) and len(result) == 2 and not isinstance(result[0], dict):
             return [{"metric": {}, "value": result}]  # a scalar result
         if not isinstance(result, list):
             raise UnavailableError(f"unexpected answer from Prometheus: {str(result)[:200]}")
         return result
+
+    def _why(self, exc: requests.RequestException) -> str:
+        """What went wrong on the way to Prometheus, from the exception chain requests and
+        urllib3 raise. Names the host and port only (never the URL's user info, nor the
+        exception's text, which carries the query)."""
+        parts = urlsplit(self.config.url)
+        host = parts.hostname or "?"
+        shown = f"[{host}]" if ":" in host else host
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:  # a port that is not a number (config validation rejects it)
+            port = 0
+        where = f"{shown}:{port}" if port else shown
+        chain = _chain(exc)
+        if any(isinstance(e, socket.gaierror | NameResolutionError) for e in chain):
+            return f"cannot resolve host {host}"
+        if any(isinstance(e, ConnectionRefusedError) for e in chain):
+            return f"connection refused by {where} — is Prometheus running there?"
+        if any(
+            isinstance(e, requests.Timeout | TimeoutError | ReadTimeoutError)
+            or (isinstance(e, ConnectTimeoutError) and not isinstance(e, NewConnectionError))
+            for e in chain
+        ):
+            seconds = f"{self.config.timeout.total_seconds():g}s"
+            n = self.config.retries
+            retries = "no retry" if n <= 0 else f"{n} retr{'y' if n == 1 else 'ies'}"
+            return f"no answer from {where} within {seconds} ({retries})"
+        return type(exc).__name__
 
     def ping(self, at: datetime) -> str:
         """ "" when Prometheus answers a trivial query with our credentials, else why not (the
@@ -240,7 +279,34 @@ class PrometheusSource:
             except UnavailableError as exc:
                 answers[key] = down = exc
         self._down = down
-        return {r.plan: self._one(r, answers, at) for r in requests_}
+        silent = {  # requests batches without a single series: nobody asked has any traffic
+            key
+            for key, found in answers.items()
+            if key.kind == queries.REQUESTS_KIND and isinstance(found, dict) and not found
+        }
+        no_data = self._no_istio_series(at) if silent else ""
+        out = {r.plan: self._one(r, answers, at) for r in requests_}
+        if no_data:
+            for r in requests_:
+                if queries.requests_key(r.metrics, r.window) in silent:
+                    out[r.plan] = replace(out[r.plan], no_data=no_data)
+        return out
+
+    def _no_istio_series(self, at: datetime) -> str:
+        """Why a requests query found no series for any workload, when the reason is that this
+        Prometheus has no Istio request series at all (it does not scrape the sidecars, or it
+        is not the mesh's Prometheus); "" when it has some or cannot tell. One query, asked
+        only after an empty requests answer (an unknown workload's is empty too)."""
+        try:
+            found = self.query(f"count({ISTIO_REQUESTS})", at)
+        except CanaryError:
+            return ""
+        if found:
+            return ""
+        return (
+            f"Prometheus at {redact(self.config.url)} has no {ISTIO_REQUESTS} series at all: "
+            "is it scraping the Istio sidecars (and is this the mesh's Prometheus)?"
+        )
 
     def _one(
         self,
@@ -338,6 +404,24 @@ def _by_workload(result: list[dict[str, Any]]) -> dict[tuple[str, str], float | 
             str(labels.get("destination_workload", "")),
         )
         out[key] = _number(series.get("value", [None, None])[1])
+    return out
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what it wraps: requests puts urllib3's MaxRetryError in ``args``, whose
+    ``reason`` is the NewConnectionError/ReadTimeoutError raised ``from`` the socket error."""
+    out: list[BaseException] = []
+    todo: list[BaseException] = [exc]
+    while todo and len(out) < 20:
+        e = todo.pop(0)
+        if any(e is seen for seen in out):
+            continue
+        out.append(e)
+        todo += [a for a in e.args if isinstance(a, BaseException)]
+        reason = getattr(e, "reason", None)
+        if isinstance(reason, BaseException):
+            todo.append(reason)
+        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
     return out
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from canary.core.model import MetricsSample, MetricValue, Verdict, Weights
 from canary.core.plan import Analysis, Metric
+from canary.core.render import number
 
 #: Istio's Prometheus scrapes every 15 s by default (DESIGN §5 --scrape-interval).
 DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
@@ -173,7 +174,8 @@ def _bounds(metric: Metric, relative: bool) -> dict[str, float]:
 
 
 def _fmt(value: float) -> str:
-    return f"{value:.6g}"
+    """Numbers in verdict reasons read like every other number canary shows."""
+    return number(value)
 
 
 def judge_metric(
@@ -320,8 +322,10 @@ def evaluate(
         reason = "; ".join(f"{r.name}: {r.reason}" for r in inconclusive)
         if not enough_canary:
             reason = (
-                f"canary served {canary_n or 0:.3g} requests in the window, fewer than "
+                f"canary served {number(canary_n or 0)} requests in the window, fewer than "
                 f"minRequests ({minimum})"
             )
+        if sample.no_data:  # the source knows why nobody has data: say so, not only "no data"
+            reason = f"{reason} — {sample.no_data}"
         return CheckResult(Verdict.INCONCLUSIVE, reason, **common)
     return CheckResult(Verdict.PASS, "all metrics within bounds", **common)

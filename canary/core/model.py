@@ -12,8 +12,10 @@ import enum
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
+
+from canary.core.timestamps import iso_or_none, parse_iso_strict
 
 STATE_ANNOTATION = "canary.dev/state"
 COMMAND_ANNOTATION = "canary.dev/command"
@@ -291,6 +293,9 @@ class MetricsSample:
     metrics: tuple[MetricValue, ...] = ()
     error: str = ""  # the whole sample failed (e.g. Prometheus unreachable)
     too_short: bool = False  # the step-scoped window is shorter than two scrapes: not queried
+    #: why the source has no data for anyone (e.g. Prometheus holds no Istio series at all):
+    #: added to an INCONCLUSIVE reason; "" when it has data or does not know
+    no_data: str = ""
 
 
 @dataclass(frozen=True)
@@ -357,23 +362,6 @@ class Decision:
 # --- state (de)serialisation ---------------------------------------------------------------
 
 
-def _ts(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
-
-
-def _parse_ts(value: Any) -> datetime | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValueError(f"timestamp must be a string, got {value!r}")
-    parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    if parsed.tzinfo is None:
-        raise ValueError(f"timestamp {value!r} has no timezone")
-    return parsed
-
-
 def _opt_int(value: Any) -> int | None:
     if value is None:
         return None
@@ -411,16 +399,16 @@ def state_to_json(state: RolloutState) -> str:
         "baseRevision": state.base_revision,
         "step": state.step,
         "weights": state.weights.to_json(),
-        "stepStartedAt": _ts(state.step_started_at),
+        "stepStartedAt": iso_or_none(state.step_started_at),
         "passes": state.passes,
         "fails": state.fails,
         "errors": state.errors,
         "drifts": state.drifts,
-        "inconclusiveSince": _ts(state.inconclusive_since),
+        "inconclusiveSince": iso_or_none(state.inconclusive_since),
         "reason": state.reason,
         "planHash": state.plan_hash,
         "last": None,
-        "updatedAt": _ts(state.updated_at),
+        "updatedAt": iso_or_none(state.updated_at),
     }
     if state.last is not None:
         doc["last"] = {
@@ -428,21 +416,21 @@ def state_to_json(state: RolloutState) -> str:
             "canaryHash": state.last.canary_hash,
             "outcome": state.last.outcome.value,
             "reason": state.last.reason,
-            "endedAt": _ts(state.last.ended_at),
+            "endedAt": iso_or_none(state.last.ended_at),
         }
     if state.paused is not None:
         doc["paused"] = state.paused.value
     if state.last_check_at is not None:
-        doc["lastCheckAt"] = _ts(state.last_check_at)
+        doc["lastCheckAt"] = iso_or_none(state.last_check_at)
     if state.first_fail_at is not None:
-        doc["firstFailAt"] = _ts(state.first_fail_at)
+        doc["firstFailAt"] = iso_or_none(state.first_fail_at)
     if state.rollback is not None:
         doc["rollback"] = {
             "attempts": state.rollback.attempts,
             "failures": state.rollback.failures,
             "limit": state.rollback.limit,
-            "startedAt": _ts(state.rollback.started_at),
-            "failedAt": _ts(state.rollback.failed_at),
+            "startedAt": iso_or_none(state.rollback.started_at),
+            "failedAt": iso_or_none(state.rollback.failed_at),
             "error": state.rollback.error,
         }
     if state.rollback_revision is not None:
@@ -480,7 +468,7 @@ def state_from_json(raw: str) -> RolloutState:
             lr = doc["last"]
             if not isinstance(lr, dict):
                 raise ValueError("last must be an object")
-            ended = _parse_ts(lr.get("endedAt"))
+            ended = parse_iso_strict(lr.get("endedAt"))
             if ended is None:
                 raise ValueError("last.endedAt is missing")
             last = LastOutcome(
@@ -499,8 +487,8 @@ def state_from_json(raw: str) -> RolloutState:
                 attempts=_int(rb.get("attempts")),
                 failures=_int(rb.get("failures")),
                 limit=_int(rb.get("limit")),
-                started_at=_parse_ts(rb.get("startedAt")),
-                failed_at=_parse_ts(rb.get("failedAt")),
+                started_at=parse_iso_strict(rb.get("startedAt")),
+                failed_at=parse_iso_strict(rb.get("failedAt")),
                 error=str(rb.get("error", "")),
             )
         spec = doc.get("spec")
@@ -517,19 +505,19 @@ def state_from_json(raw: str) -> RolloutState:
             base_revision=_opt_int(doc.get("baseRevision")),
             step=_int(doc.get("step")),
             weights=Weights(stable=weights_raw[0], canary=weights_raw[1]),
-            step_started_at=_parse_ts(doc.get("stepStartedAt")),
+            step_started_at=parse_iso_strict(doc.get("stepStartedAt")),
             passes=_int(doc.get("passes")),
             fails=_int(doc.get("fails")),
             errors=_int(doc.get("errors")),
             drifts=_int(doc.get("drifts")),
-            inconclusive_since=_parse_ts(doc.get("inconclusiveSince")),
+            inconclusive_since=parse_iso_strict(doc.get("inconclusiveSince")),
             reason=str(doc.get("reason", "")),
             plan_hash=str(doc.get("planHash", "")),
             last=last,
-            updated_at=_parse_ts(doc.get("updatedAt")),
+            updated_at=parse_iso_strict(doc.get("updatedAt")),
             paused=PauseKind(paused) if paused is not None else None,
-            last_check_at=_parse_ts(doc.get("lastCheckAt")),
-            first_fail_at=_parse_ts(doc.get("firstFailAt")),
+            last_check_at=parse_iso_strict(doc.get("lastCheckAt")),
+            first_fail_at=parse_iso_strict(doc.get("firstFailAt")),
             rollback=rollback,
             rollback_revision=_opt_int(doc.get("rollbackRevision")),
             attempt=_int(doc.get("attempt")),
@@ -554,7 +542,9 @@ def command_from_json(raw: str) -> Command:
     rid = doc.get("rolloutId")
     if not isinstance(rid, str) or not rid:
         raise ValueError("rolloutId is missing; `canary status` shows the current one")
-    return Command(cmd=name, rollout_id=rid, by=str(doc.get("by", "")), at=_parse_ts(doc.get("at")))
+    return Command(
+        cmd=name, rollout_id=rid, by=str(doc.get("by", "")), at=parse_iso_strict(doc.get("at"))
+    )
 
 
 def command_to_json(command: Command) -> str:
@@ -563,7 +553,7 @@ def command_to_json(command: Command) -> str:
             "cmd": command.cmd.value,
             "rolloutId": command.rollout_id,
             "by": command.by,
-            "at": _ts(command.at),
+            "at": iso_or_none(command.at),
         },
         separators=(",", ":"),
     )
