@@ -1,4 +1,4 @@
-"""Controller configuration: precedence, validation messages, flags (DESIGN §5, issue 6)."""
+"""Controller configuration: precedence, validation messages, flags (docs/design.md §5, issue 6)."""
 
 from __future__ import annotations
 
@@ -791,3 +791,15 @@ def test_a_whole_command_line(files: Files) -> None:
     assert cfg.lease.namespace == "ops"
     assert cfg.log_format == "console"
     assert cfg.helm_binary == "/usr/local/bin/helm"  # from the file
+
+
+def test_a_required_setting_given_wrong_is_reported_once_not_also_as_missing() -> None:
+    def required(argv: list[str]) -> list[str]:
+        with pytest.raises(SettingsError) as caught:
+            load(argv, require=["prometheusUrl"])
+        return [str(p) for p in caught.value.problems]
+
+    assert required(["--prometheus-url", "prom:9090"]) == [
+        '--prometheus-url: "prom:9090" is not a URL (write "http://prom:9090")'
+    ]
+    assert required(["--prometheus-url", ""])[0].startswith("prometheusUrl: not set")

@@ -393,3 +393,44 @@ def _args(argv: list[str]) -> argparse.Namespace:
 def test_every_command_has_its_parser() -> None:
     for name in ("status", "wait", "abort", "pause", "resume", "promote", "retry"):
         assert _args([name, "bookinfo/reviews"]).func is not None
+
+
+# --- one configuration path for every command --------------------------------------------------
+
+
+def test_status_takes_the_settings_every_command_takes(rig: Rig) -> None:
+    """One set of CI flags for all commands: settings status has no use for are accepted."""
+    code, out, err = rig.run(
+        ["status", rig.key, "--prometheus-url", "http://prometheus.istio-system:9090",
+         "--scrape-interval", "15s", "--helm-binary", "helm", "--port", "9090",
+         "--plans", str(rig.plan_file.parent)],
+    )  # fmt: skip
+    assert code == 0, err
+    assert rig.key in out
+
+
+def test_status_lists_comma_separated_namespaces(rig: Rig) -> None:
+    code, out, err = rig.run(["status", "-o", "json", "--namespace", f"elsewhere,{rig.namespace}"])
+    assert code == 0, err
+    assert [r["plan"] for r in json.loads(out)] == [rig.key]
+
+
+def test_the_kubeconfig_can_come_from_the_config_file(rig: Rig, tmp_path: Path) -> None:
+    config = tmp_path / "canary.yaml"
+    config.write_text(f"kubeconfig: {rig.kubeconfig}\nnamespaces: [{rig.namespace}]\n")
+    args = build_parser().parse_args(["status", "-o", "json", "--config", str(config)])
+    out, err = io.StringIO(), io.StringIO()
+    assert args.func(args, out, err) == 0, err.getvalue()
+    assert [r["plan"] for r in json.loads(out.getvalue())] == [rig.key]
+
+
+def test_wait_for_namespace_and_name_binds_exactly_with_the_plans_directory(rig: Rig) -> None:
+    """NAMESPACE/NAME alone binds to the next rollout; with --plans holding the plan it binds to
+    the canary live now, as the plan file does."""
+    rig.app.upgrade("1.20.2")
+    code, out, _ = rig.run(
+        ["wait", rig.key, "--timeout", "5m", "--plans", str(rig.plan_file.parent)]
+    )
+    assert code == exitcodes.SUCCEEDED, out
+    assert "the next rollout" not in out.splitlines()[0]
+    assert out.splitlines()[0].startswith(f"waiting for {rig.key}: canary ")

@@ -1,5 +1,5 @@
 """The release port over a `helm` executable: the fake of tests/support/fakehelm, which accepts
-exactly the documented Helm 3/4 syntax and rejects anything else (DESIGN §7)."""
+exactly the documented Helm 3/4 syntax and rejects anything else (docs/design.md §7)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from canary.adapters.helm import HelmReleases, go_duration, parse_history
+from canary.adapters.helm import HelmReleases, parse_history
+from canary.core.durations import go_duration
 from canary.core.errors import ConfigError, HelmError, NotFoundError
 from canary.core.model import RevisionStatus, rollback_description
 from canary.core.plan import ReleaseRef

@@ -1,4 +1,4 @@
-"""canary.core.routes: find the managed route, read and set its two weights (DESIGN §1, §2, §9).
+"""canary.core.routes: find the managed route, read and set its two weights (design §1, §2, §9).
 
 Layers, as in the rest of the suite: named table rows for every function and every error
 message; YAML fixture transforms (input + weights → only those weights changed); a hypothesis
@@ -23,12 +23,12 @@ from hypothesis import strategies as st
 
 from canary.core.errors import ConfigError, RouteError
 from canary.core.model import ALL_STABLE, Weights
+from canary.core.names import normalise_host
 from canary.core.plan import Destination, VirtualServiceRef
 from canary.core.routes import (
     find_route,
     get_weights,
     managed_destinations,
-    normalise_host,
     set_weights,
     weight_patch,
 )

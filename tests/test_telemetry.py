@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import socket
 import urllib.error
@@ -14,10 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import structlog.testing
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.parser import text_string_to_metric_families
 
 from canary.adapters.httpserver import HealthServer
+from canary.core import events as ev
 from canary.core.model import Phase, RolloutState, Weights
 from canary.plans.files import load_plan_files
 from canary.shell import telemetry
@@ -287,20 +288,20 @@ def test_odd_records_are_ignored_without_raising(served: Served, rec: dict[str, 
 
 
 def test_a_bug_in_telemetry_never_reaches_the_emitter_and_is_logged_once(
-    served: Served, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    served: Served, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken(*args: Any) -> Any:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(served.telemetry.checks, "labels", broken)
-    caplog.set_level(logging.ERROR, logger="canary.shell.telemetry")
-    served.telemetry(check("FAIL", "check.failed", []))
-    served.telemetry(check("FAIL", "check.failed", []))
+    with structlog.testing.capture_logs() as logged:
+        served.telemetry(check("FAIL", "check.failed", []))
+        served.telemetry(check("FAIL", "check.failed", []))
     assert served.metrics()["canary_telemetry_errors_total"][labels()] == 2
-    logged = [r for r in caplog.records if r.name == "canary.shell.telemetry"]
-    assert len(logged) == 1
-    assert "check.failed" in logged[0].getMessage()
-    assert logged[0].exc_info is not None
+    assert [e["event"] for e in logged] == [ev.TELEMETRY_FAILED]
+    assert logged[0]["record"] == "check.failed"
+    assert logged[0]["error"] == "RuntimeError('boom')"
+    assert logged[0]["log_level"] == "error" and logged[0]["exc_info"] is True
 
 
 # --- hooks --------------------------------------------------------------------------------------

@@ -9,17 +9,18 @@ an earlier unrelated event has been seen and dropped.
 from __future__ import annotations
 
 import copy
-import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+import structlog.testing
 from kubernetes import client
 
 from canary.adapters.istio import IstioRouter
 from canary.adapters.watch import Interest, Watcher, interests_of
+from canary.core import events as ev
 from canary.core.model import Weights
 from tests.support.bookinfo import available
 from tests.support.kubeapi import KubeApiServer
@@ -277,14 +278,14 @@ def test_an_expired_watch_relists_reports_what_it_missed_and_keeps_working(
     assert reason == f"deployment {NS}/reviews-v3 modified"
 
 
-def test_server_errors_are_retried_and_the_watcher_recovers(
-    cluster: KubeApiServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="canary.adapters.watch")
+def test_server_errors_are_retried_and_the_watcher_recovers(cluster: KubeApiServer) -> None:
     failing_list = cluster.fail(500, times=2, verb="list", resource="deployments")
     failing_watch = cluster.fail(503, times=2, verb="watch", resource="virtualservices")
     calls = Calls()
-    with Watcher(cluster.client(), calls, interests_of([plan()]), **FAST) as watcher:
+    with (
+        structlog.testing.capture_logs() as logged,
+        Watcher(cluster.client(), calls, interests_of([plan()]), **FAST) as watcher,
+    ):
         wait_until(lambda: failing_list.exhausted and failing_watch.exhausted)
         wait_until(lambda: watcher.stats.watches >= 4)
         set_image(cluster, "reviews-v3", "recovered:1")
@@ -292,7 +293,7 @@ def test_server_errors_are_retried_and_the_watcher_recovers(
         set_weights(cluster, 50, 50)
         calls.wait_for(about("virtualservice"))
         assert watcher.stats.errors == 4
-    messages = [r.getMessage() for r in caplog.records]
+    messages = [e["error"] for e in logged if e["event"] == ev.WATCH_RETRYING]
     assert any(
         "API server answered 500 to list deployments.apps in bookinfo" in m for m in messages
     )
@@ -310,16 +311,18 @@ def test_a_dropped_watch_connection_is_resumed(
     assert watcher.stats.relists == 0  # resumed from its resourceVersion, no re-list needed
 
 
-def test_forbidden_is_logged_with_verb_and_resource_and_retried(
-    cluster: KubeApiServer, caplog: pytest.LogCaptureFixture
-) -> None:
-    caplog.set_level(logging.WARNING, logger="canary.adapters.watch")
+def test_forbidden_is_logged_with_verb_and_resource_and_retried(cluster: KubeApiServer) -> None:
     denial = cluster.deny("list", "apps", "deployments", namespace=NS)
     calls = Calls()
-    with Watcher(cluster.client(), calls, interests_of([plan()]), **FAST) as watcher:
+    with (
+        structlog.testing.capture_logs() as logged,
+        Watcher(cluster.client(), calls, interests_of([plan()]), **FAST) as watcher,
+    ):
         wait_until(lambda: watcher.stats.errors >= 1)
         assert any(
-            "cannot list deployments.apps in bookinfo" in r.getMessage() for r in caplog.records
+            "cannot list deployments.apps in bookinfo" in e["error"]
+            for e in logged
+            if e["event"] == ev.WATCH_RETRYING
         )
         cluster.allow(denial)
         wait_until(lambda: watcher.stats.watches >= 2)

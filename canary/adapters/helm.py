@@ -1,4 +1,4 @@
-"""The release port over the ``helm`` binary (DESIGN §7).
+"""The release port over the ``helm`` binary (docs/design.md §7).
 
 Exactly two commands, valid for Helm 3 and 4, as argv lists (never a shell)::
 
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import threading
@@ -28,8 +27,10 @@ import time
 from collections.abc import Callable, Mapping
 from datetime import timedelta
 
+from canary.core.durations import go_duration
 from canary.core.errors import ConfigError, HelmError, NotFoundError, UnavailableError
 from canary.core.model import ReleaseInfo, Revision, RevisionStatus
+from canary.core.names import NAMESPACE, RELEASE, name_problem
 from canary.core.plan import ReleaseRef
 
 #: `helm version` reads nothing remote: an answer takes milliseconds.
@@ -46,20 +47,6 @@ DEFAULT_HISTORY_TTL = timedelta(seconds=5)
 STDERR_TAIL = 2000
 
 #: Helm's own rule for release names (pkg/chartutil/validate_name.go), at most 53 characters.
-RELEASE_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
-NAMESPACE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
-
-
-def go_duration(delta: timedelta) -> str:
-    """``timedelta(minutes=5)`` → ``5m0s`` (how helm prints and parses --timeout)."""
-    total = int(delta.total_seconds())
-    hours, rest = divmod(total, 3600)
-    minutes, seconds = divmod(rest, 60)
-    if hours:
-        return f"{hours}h{minutes}m{seconds}s"
-    if minutes:
-        return f"{minutes}m{seconds}s"
-    return f"{seconds}s"
 
 
 def _tail(text: str) -> str:
@@ -67,10 +54,11 @@ def _tail(text: str) -> str:
 
 
 def _check_names(release: ReleaseRef) -> None:
-    if len(release.name) > 53 or not RELEASE_NAME.match(release.name):
-        raise ConfigError(f"{release.name!r} is not a valid helm release name")
-    if len(release.namespace) > 63 or not NAMESPACE.match(release.namespace):
-        raise ConfigError(f"{release.namespace!r} is not a valid namespace")
+    """Names reach helm's argv: the plan's validation checked them; checked again here."""
+    for text, rule in ((release.name, RELEASE), (release.namespace, NAMESPACE)):
+        problem = name_problem(text, rule)
+        if problem is not None:
+            raise ConfigError(f"{problem[0]} ({problem[1]})")
 
 
 def parse_history(raw: str) -> ReleaseInfo:
@@ -258,7 +246,7 @@ class HelmReleases:
             )
 
     def rollback_argv(self, release: ReleaseRef, revision: int, timeout: timedelta) -> list[str]:
-        """The exact argv of a rollback (DESIGN §7)."""
+        """The exact argv of a rollback (docs/design.md §7)."""
         return self._argv(
             "rollback", release.name, str(revision), "--namespace", release.namespace,
             "--wait", "--timeout", go_duration(timeout),

@@ -160,6 +160,7 @@ def load_config(
 
     values: dict[str, object] = {}
     origins: dict[str, _Origin] = {}
+    refused: set[str] = set()  # keys some source gave an invalid value for
     for s in SETTINGS:
         values[s.key] = s.default
         origins[s.key] = _Origin("", s.key, "default")
@@ -179,12 +180,14 @@ def load_config(
                 values[s.key] = s.parse(raw, text)
             except Invalid as invalid:
                 problems.extend(origin.problem(m, f, suffix) for suffix, m, f in invalid.items)
+                refused.add(s.key)
                 continue
             origins[s.key] = origin
 
     problems.extend(_check_lease(values, origins))
     for key in require:
-        if values[key] in ("", None, ()):
+        # a value given but invalid is reported as such, not also as missing
+        if values[key] in ("", None, ()) and key not in refused:
             s = BY_KEY[key]
             problems.append(
                 Problem(

@@ -1,4 +1,4 @@
-"""Controller configuration (DESIGN §5): the settings of the controller itself, never of a plan.
+"""Controller configuration (design §5): the settings of the controller itself, never of a plan.
 
 Every setting has a key in the config file (camelCase, nested as in ``config/canary.yaml``), a
 command-line flag, and an environment variable named after the flag: ``CANARY_`` + the flag in
@@ -81,14 +81,14 @@ DEFAULT_PLANS = "/etc/canary/plans"
 #: No default: a guessed Prometheus would turn every check into ERROR instead of saying what
 #: is missing. Commands that query Prometheus ask for it with ``load_config(require=...)``.
 DEFAULT_PROMETHEUS_URL = ""
-#: Istio's Prometheus scrapes every 15 s (DESIGN §5); windows are rounded to multiples of it.
+#: Istio's Prometheus scrapes every 15 s (design §5); windows are rounded to multiples of it.
 DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
-#: The image ships helm on PATH (DESIGN §7); an absolute path pins one binary.
+#: The image ships helm on PATH (docs/design.md §7); an absolute path pins one binary.
 DEFAULT_HELM_BINARY = "helm"
 #: Empty means every namespace: one controller serves the whole mesh unless told otherwise.
 DEFAULT_NAMESPACES: tuple[str, ...] = ()
-#: None: in-cluster credentials in a pod, else the kubernetes client's own ``KUBECONFIG`` /
-#: ``~/.kube/config`` and its current context (canary.adapters.kube.connect).
+#: None: found as kubectl and helm find it (canary.adapters.kube.connect): ``$KUBECONFIG``,
+#: else the pod's service account in a pod, else ``~/.kube/config``, in its current context.
 DEFAULT_KUBECONFIG: str | None = None
 DEFAULT_CONTEXT: str | None = None
 #: One Lease per installation; replicas of one controller compete for it.
@@ -106,7 +106,7 @@ DEFAULT_RETRY_PERIOD = timedelta(seconds=2)
 #: The usual unprivileged port for health and metrics: the container runs as non-root and
 #: cannot bind below 1024.
 DEFAULT_PORT = 8080
-#: None: console on a TTY, JSON lines otherwise (DESIGN §6; canary.core.events.configure_logging).
+#: None: console on a TTY, JSON lines otherwise (design §6; canary.core.events.configure_logging).
 DEFAULT_LOG_FORMAT: str | None = None
 
 ENV_PREFIX = "CANARY_"
@@ -222,7 +222,7 @@ class Setting:
     flag: str  # e.g. --lease-renew-deadline; the variable is CANARY_LEASE_RENEW_DEADLINE
     parse: Parser
     default: object
-    group: str  # "common" (DESIGN §5), "auth" (Prometheus), "daemon" (canary run)
+    group: str  # "common" (docs/design.md §5), "auth" (Prometheus), "daemon" (canary run)
     metavar: str
     help: str
     default_help: str = ""  # the default in words, where it is not a value
@@ -333,7 +333,7 @@ SETTINGS: tuple[Setting, ...] = (
         "common",
         "FILE",
         "kubeconfig file",
-        default_help="in-cluster, else KUBECONFIG",
+        default_help="$KUBECONFIG, else in-cluster, else ~/.kube/config",
     ),
     Setting(
         "context",
@@ -451,7 +451,7 @@ def add_common_flags(
 ) -> None:
     """Add the controller flags to ``parser``, each defaulting to None ("not given").
 
-    DESIGN §5's common flags always, plus ``--config``; the Prometheus auth flags unless
+    docs/design.md §5's common flags always, plus ``--config``; the Prometheus auth flags unless
     ``prometheus_auth=False``; the lease and notification flags with ``daemon=True``
     (``canary run``). ``exclude`` names flags (``"--log-format"``) the caller defines itself,
     e.g. on the top-level parser; :func:`load_config` still reads their values from the parsed

@@ -1,4 +1,4 @@
-"""PromQL templates for the metric types of DESIGN §2, as data (what to measure, not how).
+"""PromQL templates for the metric types of docs/design.md §2, as data (what to measure, not how).
 
 One template per metric type serves two selectors:
 
@@ -6,7 +6,7 @@ One template per metric type serves two selectors:
   events and by ``canary check``, which a human can paste into Prometheus;
 * a **batch** of workloads (``destination_workload=~"reviews-v1|reviews-v3|..."``), grouped
   ``by (destination_workload_namespace, destination_workload)``: one query per (metric type,
-  reporter, quantile, effective window) answers every active rollout (DESIGN §3). Both give
+  reporter, quantile, effective window) answers every active rollout (docs/design.md §3). Both give
   the same number for a workload.
 
 The Prometheus adapter only runs a rendered query and reads numbers out of it. Names reach
@@ -23,8 +23,8 @@ from datetime import timedelta
 from string import Template
 from typing import Final
 
+from canary.core.names import normalise_host
 from canary.core.plan import Metric, MetricType, Reporter
-from canary.core.routes import normalise_host
 
 #: The labels a batch is grouped by: one series per workload.
 GROUP_BY: Final = "destination_workload_namespace, destination_workload"

@@ -1,12 +1,12 @@
 """Read and set the stable/canary weights of one Istio VirtualService http route (pure).
 
 The VirtualService is a plain dict, as the Kubernetes API returns it (or as YAML parses it).
-Every function first locates the **managed route** (DESIGN §1): the http route the plan names
-(by name, by index, or the only one), and in it exactly two destinations, the plan's stable and
-canary. Anything else is a :class:`~canary.core.errors.RouteError` whose message says what was
-found,
-what the plan expects and what to change, because a human has to fix it: the controller pauses
-the plan with traffic on stable rather than guess which destination is which.
+Every function first locates the **managed route** (docs/design.md §1): the http route the plan
+names (by name, by index, or the only one), and in it exactly two destinations, the plan's
+stable and canary. Anything else is a :class:`~canary.core.errors.RouteError` whose message says
+what was found, what the plan expects and what to change, because a human has to fix it: the
+controller raises ``route.invalid`` and writes nothing for the plan until it is fixed, rather
+than guess which destination is which.
 
 Nothing here mutates its input: :func:`set_weights` returns a deep copy and
 :func:`weight_patch` returns the JSON Patch (RFC 6902) that makes the same change on the API
@@ -20,17 +20,13 @@ VirtualService's namespace, so ``reviews`` in ``bookinfo`` is ``reviews.bookinfo
 from __future__ import annotations
 
 import copy
-import ipaddress
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from canary.core.errors import RouteError
 from canary.core.model import Weights
+from canary.core.names import normalise_host
 from canary.core.plan import Destination, VirtualServiceRef
-
-#: Kubernetes' default cluster DNS domain; Istio appends it to short service names too. Clusters
-#: with another domain still compare correctly as long as both sides use the same spelling.
-CLUSTER_DOMAIN = "cluster.local"
 
 #: Fields of an http route that replace forwarding: such a route has no destinations to weigh.
 _NON_FORWARDING = ("redirect", "directResponse", "delegate")
@@ -39,37 +35,6 @@ _PLAN_ROUTE_FIELD = "spec.virtualService.route"
 
 
 # --- host and destination matching --------------------------------------------------------
-
-
-def normalise_host(host: str, namespace: str | None) -> str:
-    """The fully qualified form of ``host`` as seen from a VirtualService in ``namespace``.
-
-    ``reviews`` → ``reviews.<namespace>.svc.cluster.local``; ``reviews.bookinfo`` and
-    ``reviews.bookinfo.svc`` are completed the same way. Hosts are case-insensitive (DNS) and a
-    trailing dot is dropped. ``*`` and IP addresses are returned as they are. Without a
-    namespace a short name cannot be qualified and is returned as is (what Istio does too).
-    """
-    name = host.strip().lower().rstrip(".")
-    if not name or name == "*" or _is_ip(name):
-        return name
-    parts = name.split(".")
-    if len(parts) == 1:
-        if not namespace:
-            return name
-        parts.append(namespace.lower())
-    if len(parts) == 2:
-        parts.append("svc")
-    if len(parts) == 3 and parts[2] == "svc":
-        parts.extend(CLUSTER_DOMAIN.split("."))
-    return ".".join(parts)
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _same(a: Destination, b: Destination, namespace: str | None) -> bool:

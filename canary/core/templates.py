@@ -1,9 +1,14 @@
-"""The normalised pod-template hash that decides whether canary differs from stable (DESIGN §1).
+"""The normalised pod-template hash that decides whether canary differs from stable
+(docs/design.md §1).
 
-*Compared* is the whole pod template (spec and annotations, labels too) minus the label and
-annotation keys that name the track, normalised so that two templates Kubernetes treats as equal
-hash equal: keys sorted, null values and empty maps/lists dropped (the API server and Helm
-disagree on whether to write them). Order of lists is kept: container and env order matter.
+*Compared* is the whole pod template (spec and annotations, labels too) minus:
+
+* the label and annotation keys that name the track (:data:`DEFAULT_TRACK_KEYS`): the two
+  Deployments of a two-track chart differ in these by design;
+* the annotations that restart pods without changing what runs (:data:`RESTART_ANNOTATIONS`):
+  ``kubectl rollout restart`` of either Deployment is not a new version;
+* null values and empty maps and lists (the API server and Helm disagree on whether to write
+  them); keys are sorted. The order of lists is kept: container and env order matter.
 """
 
 from __future__ import annotations
@@ -26,6 +31,11 @@ DEFAULT_TRACK_KEYS: frozenset[str] = frozenset(
 )
 
 
+#: Annotations that only restart the pods. ``kubectl rollout restart`` stamps the first on the
+#: pod template; a restart of the canary (or of stable) must not start a rollout.
+RESTART_ANNOTATIONS: frozenset[str] = frozenset({"kubectl.kubernetes.io/restartedAt"})
+
+
 def _prune(value: Any) -> Any:
     if isinstance(value, Mapping):
         out = {str(k): _prune(v) for k, v in value.items()}
@@ -40,7 +50,11 @@ def normalise(template: Mapping[str, Any], track_keys: Iterable[str] = DEFAULT_T
     drop = frozenset(track_keys)
     meta = template.get("metadata") or {}
     labels = {k: v for k, v in (meta.get("labels") or {}).items() if k not in drop}
-    annotations = {k: v for k, v in (meta.get("annotations") or {}).items() if k not in drop}
+    annotations = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if k not in drop and k not in RESTART_ANNOTATIONS
+    }
     return _prune(
         {
             "labels": labels,

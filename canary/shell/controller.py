@@ -7,7 +7,7 @@ resourceVersion; on a conflict it re-reads and decides again. Events are emitted
 the write that made them true succeeded, so a conflict retry never logs a transition twice.
 
 Metrics for all plans that need a check this tick are asked for in one ``MetricsSource.sample``
-call, so the adapter can batch them (DESIGN §3).
+call, so the adapter can batch them (docs/design.md §3).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import traceback
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from canary.core import events as ev
@@ -47,6 +47,7 @@ from canary.core.ports import (
     TrafficRouter,
     Workloads,
 )
+from canary.core.timestamps import iso
 from canary.shell.emitter import Emitter
 
 #: A conflict means someone else wrote between our read and write; three re-reads in a row
@@ -97,7 +98,7 @@ class Controller:
     #: where helm rollbacks run: None inline (the simulator), else a pool (the daemon)
     runner: Executor | None = None
     #: leader election: asked before every tick and every write; None = always act (one
-    #: process, the simulator). Losing the lease stops all acting at once (DESIGN §4).
+    #: process, the simulator). Losing the lease stops all acting at once (docs/design.md §4).
     leader: Callable[[], bool] | None = None
     #: called with the plan key when a helm rollback run by ``runner`` ended (the daemon ticks
     #: that plan at once to confirm it, rather than at its next interval)
@@ -307,10 +308,10 @@ class Controller:
             fields["kind"] = "bug"
             fields["traceback"] = "".join(traceback.format_exception(exc)).strip()
         event = Event(name=ev.TICK_FAILED, fields=fields, warning=True)
-        self.emitter.emit(ns, name, event, at=_iso(self.ports.clock.now()))
+        self.emitter.emit(ns, name, event, at=iso(self.ports.clock.now()))
 
     def _emit(self, plan: Plan, decision: Decision) -> None:
-        at = _iso(self.ports.clock.now())
+        at = iso(self.ports.clock.now())
         for event in decision.events:
             self.emitter.emit(
                 plan.namespace, plan.name, event, at=at, phase=decision.state.phase.value
@@ -349,10 +350,6 @@ class Controller:
             self.jobs[key] = RollbackJob(
                 revision=revision, error=f"could not start helm: {exc}", attempt=attempt
             )
-
-
-def _iso(at: datetime) -> str:
-    return at.isoformat().replace("+00:00", "Z")
 
 
 def _with(obs: Observation, **changes: Any) -> Observation:

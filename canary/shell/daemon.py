@@ -1,4 +1,4 @@
-"""``canary run``: the in-cluster daemon (DESIGN §3–§7, §9; issue 6).
+"""``canary run``: the in-cluster daemon (docs/design.md §3–§7, §9; issue 6).
 
 It wires the ports to their adapters and keeps the controller ticking:
 
@@ -9,7 +9,7 @@ It wires the ports to their adapters and keeps the controller ticking:
   ``coalesce=True``, whose interval follows the rollout's phase (:func:`cadence`); a watch on
   the plans' Deployments and VirtualServices, and the end of a helm rollback, run a plan's job
   at once. Jobs due together are gathered by :class:`TickBatcher` into one
-  ``Controller.tick(keys)``, so their checks go to Prometheus as one batch (DESIGN §3).
+  ``Controller.tick(keys)``, so their checks go to Prometheus as one batch (docs/design.md §3).
   Missed and overlapping runs are logged. Helm runs in its own pool, so a slow helm never holds
   a tick; a slow Prometheus costs at most its query timeout per batch.
 * **Leadership** (:class:`canary.adapters.lease.LeaderElector` on its own thread): every tick,
@@ -18,7 +18,7 @@ It wires the ports to their adapters and keeps the controller ticking:
   (:mod:`canary.adapters.httpserver`, :mod:`canary.shell.health`,
   :mod:`canary.shell.telemetry`).
 * **SIGTERM / SIGINT**: no new tick starts, the tick in flight finishes, a running helm is
-  waited for (never killed, DESIGN §7), the lease is released, and the process exits 0. With no
+  waited for (never killed, design §7), the lease is released, and the process exits 0. With no
   helm running this takes well under :data:`SHUTDOWN_BUDGET`.
 
 The daemon never writes anything itself: every change to the cluster goes through
@@ -305,7 +305,7 @@ class Daemon:
         running = [k for k, job in self.controller.jobs.items() if job.running]
         if running:
             log.info(ev.DAEMON_WAITING_FOR_HELM, plans=running)
-        # A running helm is never killed (DESIGN §7); one still queued behind the workers is
+        # A running helm is never killed (docs/design.md §7); one still queued behind the workers is
         # not started now (the grace period is sized for one helm): the next leader runs it
         # once HELM_RECORD_GRACE shows it left no trace.
         self.helm_pool.shutdown(wait=True, cancel_futures=True)
@@ -389,7 +389,7 @@ class Daemon:
     def _adopt_orphans(self) -> None:
         """Rollouts whose plan was deleted while no controller ran: their state (with the plan
         snapshot) is still on the VirtualService. Serve them as deleted plans, so their traffic
-        goes to stable (DESIGN §3) — memory of the directory is not needed for that."""
+        goes to stable (docs/design.md §3) — memory of the directory is not needed for that."""
         try:
             states = self.router.states(list(self.config.namespaces) or None)
         except Exception as exc:

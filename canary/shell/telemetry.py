@@ -71,6 +71,7 @@ from canary.core import events as ev
 from canary.core.model import Outcome, Phase, RolloutState, Verdict
 from canary.core.plan import ReleaseRef
 from canary.core.ports import ReleaseManager
+from canary.core.timestamps import parse_iso
 
 log = structlog.get_logger("canary")
 
@@ -280,7 +281,7 @@ class Telemetry:
         if name == ev.ROLLOUT_STARTED:
             self._init_plan(plan)
             self._drop_metric_values(plan)
-            at = _parse_at(record.get("at"))
+            at = parse_iso(record.get("at"))
             with self._lock:
                 if at is None:
                     self._starts.pop(plan, None)
@@ -316,7 +317,7 @@ class Telemetry:
             if start is None or (isinstance(rid, str) and rid and start[0] and rid != start[0]):
                 return
             del self._starts[plan]
-        end = _parse_at(record.get("at"))
+        end = parse_iso(record.get("at"))
         if end is not None:
             seconds = (end - start[1]).total_seconds()
             if seconds >= 0:
@@ -413,17 +414,6 @@ class Telemetry:
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _parse_at(value: Any) -> datetime | None:
-    """The ``at`` of a record: ISO 8601 with ``Z`` (what the controller writes)."""
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else None
 
 
 def _event_name(record: Any) -> str:
