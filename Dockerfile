@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The canary controller image: `canary run` with a pinned, checksum-verified helm (DESIGN §7).
+# The canary controller image: `canary run` with a pinned, checksum-verified helm (docs/design.md §7).
 #
 #   docker build \
 #     --build-arg HELM_VERSION=v3.16.2 \

@@ -1,4 +1,4 @@
-"""Shared fixtures. Real-I/O fixtures for Prometheus (DESIGN §8) live at the bottom."""
+"""Shared fixtures. Real-I/O fixtures for Prometheus (docs/design.md §8) live at the bottom."""
 
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ def backfilled_prometheus(
         server.stop()
 
 
-# --- Kubernetes: the API server double the real client talks to (DESIGN §8) ---------------------
+# --- Kubernetes: the API server double the real client talks to (design §8) -----------------------
 
 from tests.support.kubeapi import KubeApiServer  # noqa: E402 - this section is appended as a unit
 

@@ -312,7 +312,7 @@ def test_evaluate(c: Case) -> None:
 
 def test_custom_only_plan_without_canary_traffic_is_not_a_pass() -> None:
     """Regression: fewer canary requests than minRequests is INCONCLUSIVE for custom metrics too;
-    missing data is never a pass (DESIGN §2, §3)."""
+    missing data is never a pass (docs/design.md §2, §3)."""
     only_custom = analysis(metrics=(custom_metric(),))
     idle_canary = sample(canary_requests=0.0, stable_requests=0.0, metrics=only("queue-depth", 0.0))
     result = evaluate(only_custom, idle_canary, canary_available=True, weights=AT_100)

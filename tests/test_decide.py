@@ -1,4 +1,4 @@
-"""canary.core.decide: the phase machine of DESIGN §4, one named row per transition, then the rules.
+"""canary.core.decide: the phase machine of design §4, one named row per transition, then the rules.
 
 Every test is ``decide(plan, state, observation, now)`` on values from tests/support/builders.py
 and asserts outcomes only: the phase, the weights written (``Decision.weights``) and recorded
@@ -130,7 +130,7 @@ def again(p: Plan, d: Decision, obs: Observation, now: datetime) -> Decision:
 
 
 # =================================================================================================
-# The transition table (DESIGN §4), one row each
+# The transition table (docs/design.md §4), one row each
 # =================================================================================================
 
 
@@ -602,7 +602,7 @@ def test_finalise_stalled_is_raised_once_not_every_tick() -> None:
 
 def test_finalise_stalled_is_raised_once_while_stable_rolls() -> None:
     """Regression: the stall alert is keyed on the condition, not on its wording, so a stable
-    reason that changes (0 of 3 → 1 of 3 ready) does not raise it again (DESIGN §4)."""
+    reason that changes (0 of 3 → 1 of 3 ready) does not raise it again (docs/design.md §4)."""
     obs = observe(live=AT_100, stable_available=False, **PROMOTED)
     first = run(
         finalising(), replace(obs, stable=replace(obs.stable, reason="0 of 3 ready")), 10 * MIN
@@ -614,7 +614,7 @@ def test_finalise_stalled_is_raised_once_while_stable_rolls() -> None:
 
 
 # =================================================================================================
-# Base revision (DESIGN §1)
+# Base revision (docs/design.md §1)
 # =================================================================================================
 
 
@@ -671,7 +671,7 @@ def test_no_state_while_the_canary_differs_is_state_lost_then_pending() -> None:
 
 
 # =================================================================================================
-# Checks: counters, hold, limits (DESIGN §3)
+# Checks: counters, hold, limits (docs/design.md §3)
 # =================================================================================================
 
 
@@ -850,7 +850,7 @@ def test_promote_from_paused_goes_to_the_next_step(state: RolloutState, live: We
 
 
 # =================================================================================================
-# Manual pause (DESIGN §4: weights held, checks go on, a breach still rolls back)
+# Manual pause (docs/design.md §4: weights held, checks go on, a breach still rolls back)
 # =================================================================================================
 
 
@@ -905,7 +905,7 @@ def test_resume_then_pause_round_trip_keeps_the_step() -> None:
 
 
 # =================================================================================================
-# Commands (DESIGN §4)
+# Commands (docs/design.md §4)
 # =================================================================================================
 
 
@@ -1038,7 +1038,7 @@ def test_abort_in_rollback_failed_gives_exactly_one_more_helm_attempt() -> None:
 
 
 # =================================================================================================
-# Weights: drift, ownership, stable unavailable (DESIGN §1)
+# Weights: drift, ownership, stable unavailable (docs/design.md §1)
 # =================================================================================================
 
 
@@ -1076,7 +1076,7 @@ def test_drift_together_with_a_new_canary_starts_over_instead() -> None:
 
 def test_a_check_over_drifted_weights_is_not_counted() -> None:
     """Regression: a weight.drift rewrite starts a new window: the sample taken over the drifted
-    weights is not counted and the next check waits for settle (DESIGN §3)."""
+    weights is not counted and the next check waits for settle (docs/design.md §3)."""
     drifted = sample(canary_requests=0.0, stable_requests=900.0, error_rate=None, latency=None)
     d = run(progressing(0, passes=1), observe(live=ALL_STABLE, metrics=drifted), 90 * SEC)
     assert names(d) == (ev.WEIGHT_DRIFT, ev.WEIGHT_SET)
@@ -1143,7 +1143,7 @@ def test_rolling_back_with_stable_unavailable_waits_without_helm_and_alerts_once
 def test_pending_retries_weights_to_stable_once_stable_is_back() -> None:
     """Regression: a Pending rollout that inherited canary traffic (stable was down when the new
     canary superseded the old one) sends it to stable as soon as stable is available
-    (DESIGN §4 any active | canary changes again | weights to stable)."""
+    (docs/design.md §4 any active | canary changes again | weights to stable)."""
     # supersede while stable was down (test_supersede_with_stable_unavailable_holds_weights)
     held = run(progressing(1), observe(live=AT_50, stable_available=False, **NEW_CANARY), MIN)
     assert held.state.phase is Phase.PENDING
@@ -1161,7 +1161,7 @@ def test_supersede_with_stable_unavailable_holds_weights() -> None:
 
 
 # =================================================================================================
-# RollingBack: weights first, then helm; confirmation; failures; waiting (DESIGN §1, §4, §7)
+# RollingBack: weights first, then helm; confirmation; failures; waiting (docs/design.md §1, §4, §7)
 # =================================================================================================
 
 
@@ -1344,7 +1344,7 @@ def test_a_rollback_to_another_revision_is_not_ours() -> None:
 
 
 def test_rollback_is_not_confirmed_while_the_canary_still_differs() -> None:
-    """DESIGN §4: confirmed once the live canary equals stable again. The Deployment gets up to
+    """design §4: confirmed once the live canary equals stable again. The Deployment gets up to
     the rollback timeout to get there; after that the rollback did not do what it is for (the
     base's canary is not stable's): RollbackFailed, traffic on stable, a human decides."""
     state = rolling_back(attempts=1, started_at=T0)
@@ -1420,7 +1420,7 @@ def test_rolled_back_outcome_keeps_the_breach_reason() -> None:
 
 
 # =================================================================================================
-# After a rollback (DESIGN §4)
+# After a rollback (docs/design.md §4)
 # =================================================================================================
 
 
@@ -1473,7 +1473,7 @@ def test_rollback_failed_waits_for_a_human() -> None:
 
 
 # =================================================================================================
-# Lost state, deleted and invalid plans, broken routes (DESIGN §2, §3, §4)
+# Lost state, deleted and invalid plans, broken routes (docs/design.md §2, §3, §4)
 # =================================================================================================
 
 
@@ -1556,7 +1556,7 @@ def test_invalid_plan_pauses_on_stable_and_resume_waits_for_a_fix() -> None:
 
 def test_promote_is_refused_while_the_plan_is_invalid() -> None:
     """Regression: like resume, promote is refused while the plan is invalid: its rollout stays
-    paused with traffic on stable (DESIGN §3)."""
+    paused with traffic on stable (docs/design.md §3)."""
     error = "spec.analysis.window: 10s is shorter than the interval (30s)"
     state = paused(PauseKind.INVALID_PLAN, step=0, reason=error)
     d = run(state, observe(plan_error=error, command=command("promote")), MIN)
@@ -1594,7 +1594,7 @@ def test_route_error_is_reported_again_after_the_route_was_fixed() -> None:
 
 
 # =================================================================================================
-# No change, no write (DESIGN §9: it writes only when something changed)
+# No change, no write (docs/design.md §9: it writes only when something changed)
 # =================================================================================================
 
 
@@ -1904,7 +1904,7 @@ def test_release_moved_on_is_never_rolled_back_over_even_with_unknown_canary_rev
 
 
 # =================================================================================================
-# The plan snapshot (DESIGN §3: edits apply to the next rollout)
+# The plan snapshot (docs/design.md §3: edits apply to the next rollout)
 # =================================================================================================
 
 #: The team loosened the plan after a rollback: two steps, 20 % then 100 %.
@@ -2026,7 +2026,7 @@ def test_a_rollout_started_under_an_invalid_plan_pauses_at_once() -> None:
 def test_decide_never_counts_a_check_outside_the_step(
     state: RolloutState, window: timedelta, after: timedelta
 ) -> None:
-    """DESIGN §3 is enforced by decide itself, not only by the controller's scheduling."""
+    """docs/design.md §3 is enforced by decide itself, not only by the controller's scheduling."""
     bad = sample(step=1, window=window, error_rate=0.5)
     d = run(state, observe(live=AT_50, metrics=bad), after)
     assert names(d) == ()

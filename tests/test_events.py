@@ -89,7 +89,7 @@ def test_listeners_receive_the_flat_record() -> None:
 
 
 def test_check_events_explain_themselves() -> None:
-    """DESIGN §6: rendered PromQL, canary and stable values, request counts, bounds, verdict."""
+    """design §6: rendered PromQL, canary and stable values, request counts, bounds, verdict."""
     records: list[dict[str, object]] = []
     simulate(plan(), SCENARIOS["bad-errors"], listener=lambda r: records.append(dict(r)))
     failed = next(r for r in records if r["event"] == "check.failed")

@@ -1,4 +1,4 @@
-"""Plan loading and validation (DESIGN §2): canary/plan.py."""
+"""Plan loading and validation (docs/design.md §2): canary/plan.py."""
 
 from __future__ import annotations
 

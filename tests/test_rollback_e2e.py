@@ -1,4 +1,4 @@
-"""Rollback end to end with the real adapters (issue 5; DESIGN §1, §4, §7).
+"""Rollback end to end with the real adapters (issue 5; docs/design.md §1, §4, §7).
 
 The controller runs in this process over its production adapters: IstioRouter, KubeWorkloads
 and SecretHistory speak HTTP through the real ``kubernetes`` client to the API server double,
@@ -338,7 +338,7 @@ def test_killed_right_after_helm_started_while_helm_carries_on(world: World) -> 
 
 def test_a_helm_that_died_mid_rollback_is_waited_for_never_repeated(world: World) -> None:
     """helm recorded pending-rollback and died with the process: the new leader waits for the
-    release to settle (DESIGN §7) and never starts a second rollback over it."""
+    release to settle (docs/design.md §7) and never starts a second rollback over it."""
     world.app.helm.set(leave_pending=True)
     first = world.controller(kill_on_event=ev.ROLLBACK_HELM_FAILED)
     idle_with_base(world, first)

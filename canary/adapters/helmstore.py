@@ -4,7 +4,7 @@ Helm 3 and 4 store each revision of a release as a Secret ``sh.helm.release.v1.R
 release's namespace, labelled ``owner=helm, name=REL, version=N, status=STATUS``; its
 ``data.release`` is base64 (the Secret encoding) of base64 of gzip of the release JSON, whose
 ``info.description`` says e.g. ``Rollback to 3``. One label-selected list answers what ``helm
-history`` would, without starting a helm process on every tick (DESIGN §1: the base revision is
+history`` would, without starting a helm process on every tick (design §1: the base revision is
 recorded "cheaply, not a helm call per tick"). Rollbacks still run the helm binary.
 """
 

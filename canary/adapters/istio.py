@@ -5,7 +5,7 @@ Reads the VirtualService in the newest ``networking.istio.io`` version the API s
 annotation and the removal of a consumed ``canary.dev/command`` in **one** JSON Patch whose
 first operation tests ``/metadata/resourceVersion``: if anyone wrote in between, the API server
 refuses the whole patch (422 for the failed test, 409 for a stale version) and we raise
-:class:`ConflictError` so the controller re-reads and decides again (DESIGN §4). Every other
+:class:`ConflictError` so the controller re-reads and decides again (docs/design.md §4). Every other
 route and field is untouched: the patch names only the two weights and our two annotations.
 """
 

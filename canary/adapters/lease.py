@@ -5,7 +5,7 @@ holder renews it every ``retry_period``. Expiry is judged on **our own clock**, 
 last saw the Lease record change (client-go's ``observedTime``), never by comparing another
 machine's ``renewTime`` with ours. The holder stops being leader **at once** when it has not
 renewed for ``renew_deadline`` (before anyone else may take the Lease at ``lease_duration``),
-so two controllers never act together (DESIGN §4 "lease lost → stop acting at once").
+so two controllers never act together (docs/design.md §4 "lease lost → stop acting at once").
 
 Defaults are client-go's and the issue's: lease 15 s, renew deadline 10 s, retry every 2 s.
 """

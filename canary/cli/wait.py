@@ -20,7 +20,7 @@ from canary.core.model import Phase, RolloutState
 
 
 class Binding:
-    """Which rollout `wait` answers for (DESIGN §5: the canary live when it starts, or
+    """Which rollout `wait` answers for (docs/design.md §5: the canary live when it starts, or
     ``--revision N``), and the exit code once it has one."""
 
     def __init__(
@@ -29,7 +29,7 @@ class Binding:
         self.canary_hash = canary_hash
         self.revision = revision
         self.before_id = before.rollout_id if before else ""
-        # At rest, the state still names the rollout that ended last: never ours (DESIGN §5:
+        # At rest, the state still names the rollout that ended last: never ours (docs/design.md §5:
         # wait never reports an older rollout's outcome). A later rollout has a new id.
         self.stale: set[str] = set()
         if before is not None and before.phase is Phase.IDLE:

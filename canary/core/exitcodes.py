@@ -1,4 +1,4 @@
-"""Exit codes of ``canary wait`` and ``canary simulate`` (DESIGN §5). CI scripts branch on them."""
+"""Exit codes of ``canary wait`` and ``canary simulate`` (design §5). CI scripts branch on them."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ ROLLBACK_FAILED: Final = 4
 SUPERSEDED: Final = 5
 PAUSED: Final = 6
 
-#: Exit codes of `check` (DESIGN §5).
+#: Exit codes of `check` (docs/design.md §5).
 CHECK_PASS: Final = 0
 CHECK_FAIL: Final = 1
 CHECK_INCONCLUSIVE: Final = 3

@@ -16,7 +16,7 @@ from datetime import timedelta
 API_VERSION = "canary.dev/v1"
 KIND = "RolloutPlan"
 
-# --- defaults (DESIGN §2: "defaults are the values shown") -------------------------------------
+# --- defaults (design §2: "defaults are the values shown") ----------------------------------------
 
 #: 10 % catches a bad canary while exposing few users; 50 % gives both tracks equal traffic to
 #: compare; 100 % proves the canary alone carries the load before it is promoted.

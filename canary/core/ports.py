@@ -3,7 +3,7 @@
 Each port has a real implementation in ``canary/adapters/`` and an in-memory one in
 ``canary/sim/``. The controller depends on these Protocols only.
 
-State is persisted through :class:`TrafficRouter` because DESIGN §4 requires the state
+State is persisted through :class:`TrafficRouter` because docs/design.md §4 requires the state
 annotation to be written in the same request as the weights; :class:`StateStore` is the
 read side used by ``canary status`` and ``canary wait``.
 """
@@ -64,7 +64,7 @@ class Workloads(Protocol):
 
 @dataclass(frozen=True)
 class CheckRequest:
-    """One rollout's check: what to query and for which window (DESIGN §3)."""
+    """One rollout's check: what to query and for which window (docs/design.md §3)."""
 
     plan: str  # plan key
     rollout_id: str

@@ -7,7 +7,7 @@ A load is a :class:`PlanSet`: the valid plans by key, the errors of plans whose 
   Update: the ``plans`` / ``invalid`` / ``deleted`` the Controller works from, and what changed,
   so the daemon logs once per change and not once per poll.
 
-What a load cannot tell apart is resolved towards keeping what runs (DESIGN §3: "when in doubt,
+What a load cannot tell apart is resolved towards keeping what runs (design §3: "when in doubt,
 traffic goes to stable"; a rollout is never dropped because a mount hiccupped):
 
 ==========================================  ==================================================

@@ -73,7 +73,7 @@ PLAN_KEY = "bookinfo/reviews"
 
 
 def analysis(**overrides: Any) -> Analysis:
-    """The default analysis (DESIGN §2), with overrides."""
+    """The default analysis (docs/design.md §2), with overrides."""
     return replace(Analysis(), **overrides)
 
 

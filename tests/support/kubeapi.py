@@ -1,6 +1,6 @@
 """An in-process Kubernetes API server double; the real ``kubernetes`` client talks to it over HTTP.
 
-DESIGN §8: the controller acts on the cluster only through the official ``kubernetes`` Python
+design §8: the controller acts on the cluster only through the official ``kubernetes`` Python
 client, so the tests put that client, unchanged, in front of this server on 127.0.0.1 and assert
 both what it sent (:attr:`KubeApiServer.requests`) and what the cluster now holds.
 
@@ -113,7 +113,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import yaml
 
-#: The identity every request is made as (the controller's ServiceAccount in DESIGN).
+#: The identity every request is made as (the controller's ServiceAccount in the design).
 DEFAULT_USER = "system:serviceaccount:canary:canary"
 
 JSON_PATCH = "application/json-patch+json"

@@ -1,4 +1,4 @@
-"""A real Prometheus (Debian's ``prometheus`` package) run by the tests on 127.0.0.1 (DESIGN §8).
+"""A real Prometheus (Debian's ``prometheus`` package) run by the tests on 127.0.0.1 (design §8).
 
 :class:`PrometheusServer` writes its own config and data directory, starts the binary in the
 foreground as a child process on a free loopback port, and stops it by PID. It never touches a

@@ -1,16 +1,16 @@
-"""``decide(plan, state, observation, now) -> Decision``: the phase machine of DESIGN §4.
+"""``decide(plan, state, observation, now) -> Decision``: the phase machine of docs/design.md §4.
 
 Pure: no I/O, no clock, no memory between calls. One call judges one plan on one tick. The
-transition table of DESIGN §4 maps onto the handlers below, one per phase, after the rules that
+transition table of design §4 maps onto the handlers below, one per phase, after the rules that
 apply in every phase (route broken, plan deleted or invalid, lost state, the canary changing).
 
-Where DESIGN §4 is silent we chose, and docs/decisions.md records why:
+Where docs/design.md §4 is silent we chose, and docs/decisions.md records why:
 
 * ``abort`` works in every active phase, and in RollbackFailed (one more helm attempt);
   ``promote``/``promote --full`` also work from a Paused rollout (a human decided).
 * A weight write never raises the share of a Deployment that is not available: if stable is
   unavailable when traffic should go back to it, the weights are held and ``stable.unavailable``
-  is raised (DESIGN §1, "hold and alert").
+  is raised (docs/design.md §1, "hold and alert").
 * A canary deployed while RollbackFailed starts a new rollout with the same base revision.
 """
 
@@ -74,7 +74,7 @@ def decide(plan: Plan, state: RolloutState | None, obs: Observation, now: dateti
     running = plan_in_force(plan, state) or plan
     if state is not None and not 0 <= state.step < len(running.steps):
         # A state that parses but cannot be true (hand-edited, or a snapshot of another plan):
-        # treat it as lost, the safe recovery of DESIGN §4, never a crash every tick.
+        # treat it as lost, the safe recovery of docs/design.md §4, never a crash every tick.
         lost = f"canary.dev/state names step {state.step}, the plan has {len(running.steps)}"
         obs = replace(obs, state_lost=lost)
         state, running = None, plan
@@ -84,7 +84,7 @@ def decide(plan: Plan, state: RolloutState | None, obs: Observation, now: dateti
 
 
 def _lost(t: Tick) -> None:
-    """No readable state. DESIGN §4: ``state.lost``, weights to stable, start over from
+    """No readable state. docs/design.md §4: ``state.lost``, weights to stable, start over from
     Pending. Without memory a stripped annotation and a controller installed mid-rollout look
     the same; both are reported, since both restart the analysis."""
     obs = t.obs
@@ -106,7 +106,7 @@ def _lost(t: Tick) -> None:
 
 
 def _deleted(t: Tick) -> bool:
-    """A deleted plan sends its traffic to stable (DESIGN §3). A rollback under way finishes
+    """A deleted plan sends its traffic to stable (docs/design.md §3). A rollback under way finishes
     first (the release must end consistent); then the state rests Idle. True if handled."""
     obs = t.obs
     if t.s.phase is Phase.ROLLING_BACK:
@@ -127,7 +127,7 @@ def _deleted(t: Tick) -> bool:
 
 
 def _invalid(t: Tick) -> bool:
-    """An invalid plan's rollout is paused with traffic on stable (DESIGN §3)."""
+    """An invalid plan's rollout is paused with traffic on stable (docs/design.md §3)."""
     s = t.s
     if (
         not t.obs.plan_error

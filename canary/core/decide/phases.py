@@ -60,7 +60,7 @@ def pending(t: Tick) -> None:
 
 def drifted(t: Tick) -> bool:
     """Put back drifted weights. True if this tick's check must not count: the window must not
-    reach back into the drift and a new settle begins (DESIGN §3); the hold restarts, fails are
+    reach back into the drift and a new settle begins (design §3); the hold restarts, fails are
     kept (safety). A writer that keeps fighting us pauses the rollout on stable instead."""
     live = t.obs.live_weights
     if live is None or live == t.s.weights:
@@ -86,7 +86,7 @@ def drifted(t: Tick) -> bool:
 
 def canary_down(t: Tick) -> bool:
     """A canary that stops being available while it has traffic is rolled back at once: never
-    route to an unavailable Deployment (DESIGN §1), and no check interval is waited for."""
+    route to an unavailable Deployment (docs/design.md §1), and no check interval is waited for."""
     if t.obs.canary.available or t.s.weights.canary == 0:
         return False
     begin_rollback(
@@ -113,7 +113,7 @@ def paused(t: Tick) -> None:
     if t.s.paused is PauseKind.MANUAL:
         if drifted(t):
             return
-        # Weights held, checks go on, and a breach still rolls back (DESIGN §4).
+        # Weights held, checks go on, and a breach still rolls back (docs/design.md §4).
         if not canary_down(t):
             apply_check(t)
     else:

@@ -96,7 +96,7 @@ class Tick:
 
     def blocked(self, weights: Weights) -> str:
         """Why ``weights`` may not be written now ("" if they may): never raise the share of a
-        Deployment that is not available (DESIGN §1)."""
+        Deployment that is not available (docs/design.md §1)."""
         live = self.live
         if weights == live:
             return ""
@@ -185,7 +185,7 @@ def deployed_number(t: Tick) -> int | None:
 
 
 def record_base(t: Tick) -> None:
-    """While canary equals stable, the deployed revision is the rollback target (DESIGN §1)."""
+    """While canary equals stable, the deployed revision is the rollback target (design §1)."""
     number = deployed_number(t)
     if number is not None and number != t.s.base_revision and not t.obs.canary_differs:
         t.update(base_revision=number)
@@ -193,7 +193,7 @@ def record_base(t: Tick) -> None:
 
 
 def release_settled(t: Tick) -> bool:
-    """DESIGN §7: while the release is pending-* (a helm upgrade or rollback still running) we
+    """design §7: while the release is pending-* (a helm upgrade or rollback still running) we
     do not act on it; the canary's revision is not known until helm has finished."""
     rel = t.obs.release
     if rel is None or not rel.pending:
@@ -207,7 +207,7 @@ def release_settled(t: Tick) -> bool:
 
 
 def pin_revisions(t: Tick) -> None:
-    """Record the revision that brought the canary, and the base if it is unknown (DESIGN §1:
+    """Record the revision that brought the canary, and the base if it is unknown (design §1:
     the newest earlier revision that is not failed, with a warning)."""
     rel = t.obs.release
     if rel is None or rel.pending or rel.latest is None or t.s.revision is not None:
@@ -228,7 +228,7 @@ def pin_revisions(t: Tick) -> None:
 
 def start(t: Tick, attempt: int, base: int | None) -> None:
     """A rollout of the live canary begins: Pending, traffic on stable. It runs under the plan
-    as configured now (edits apply to the next rollout, DESIGN §3)."""
+    as configured now (edits apply to the next rollout, docs/design.md §3)."""
     t.plan = t.current
     chash = t.obs.canary.template_hash
     # A rollout id names one rollout: the same canary started again (redeployed after it ended,

@@ -1,0 +1,79 @@
+"""The docs stand alone and tell the truth the code can check: no pointer outside the
+repository, no internal issue numbers, links that resolve, the README's commands are CI's, and
+the runbook's event table is the catalog's."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from canary.core import events as ev
+
+ROOT = Path(__file__).resolve().parents[1]
+USER_DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: p.name)
+def test_a_user_doc_points_nowhere_a_user_cannot_follow(doc: Path) -> None:
+    text = doc.read_text()
+    # the one exception: where the test suite finds Istio's schemas (test data, not a contract)
+    text = text.replace("../shared/schemas/istio/", "")
+    assert "../shared" not in text, f"{doc.name} points at ../shared"
+    assert not re.search(r"\bDESIGN\b", text), f"{doc.name} cites DESIGN: cite docs/design.md"
+    internal = re.findall(r"(?i)\bissues? #?\d+(?:[–-]\d+)?\b|\(#\d+\)", text)
+    assert not internal, f"{doc.name} names internal issue numbers: {internal}"
+
+
+@pytest.mark.parametrize("doc", USER_DOCS, ids=lambda p: p.name)
+def test_relative_links_resolve(doc: Path) -> None:
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+        if "://" in target or target.startswith("mailto:"):
+            continue
+        assert (doc.parent / target).exists(), f"{doc.name} links to missing {target}"
+
+
+def test_the_contract_and_the_architecture_are_in_the_repository() -> None:
+    for name in ("design.md", "architecture.md", "events.md"):
+        assert (ROOT / "docs" / name).is_file(), name
+    readme = (ROOT / "README.md").read_text()
+    assert "docs/design.md" in readme and "docs/architecture.md" in readme
+
+
+def _fenced(text: str) -> list[str]:
+    return [
+        line.strip()
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S)
+        for line in block.splitlines()
+        if line.strip()
+    ]
+
+
+def test_the_readme_commands_are_the_ones_ci_runs() -> None:
+    """What a newcomer types is what CI runs: the setup, and exactly the test command."""
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    head = readme.split("## Install")[0]
+    setup, demo, tests = _fenced(head)[:3]
+    assert setup == "python3 -m venv .venv && .venv/bin/pip install -c constraints.txt -e '.[test]'"
+    assert demo == ".venv/bin/canary demo"
+    assert tests == ".venv/bin/python -m pytest -q"
+    assert "python3 -m venv .venv" in ci
+    assert (
+        ".venv/bin/pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[test]'"
+        in ci
+    )
+    assert ci.rstrip().splitlines()[-1] == tests
+
+
+def test_the_runbook_event_table_is_the_catalogs() -> None:
+    """Names and warning marks of the runbook's table against canary/core/events.py."""
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    section = text.split("## 5. Events", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_.]+)` \|\s*(W?)(¹?)\s*\|", section, flags=re.M)
+    assert {name for name, _, _ in rows} == set(ev.ROLLOUT_EVENTS)
+    for name, mark, varies in rows:
+        spec = ev.SPECS[name]
+        assert (mark == "W") == (spec.level is ev.Level.WARNING), name
+        assert bool(varies) == bool(spec.info_when), name
