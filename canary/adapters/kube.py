@@ -14,8 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import ssl
 import threading
 import time
 from collections import deque
@@ -28,6 +26,8 @@ import urllib3
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
+from canary.adapters import network
+from canary.adapters.network import Failure, failure, timed_out
 from canary.core import render
 from canary.core.errors import (
     CanaryError,
@@ -176,22 +176,6 @@ def translate(exc: Exception, *, verb: str, what: str) -> CanaryError:
     raise exc
 
 
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps (MaxRetryError's ``reason``, ``raise ... from`` causes)."""
-    out: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(out) < 20:
-        e = todo.pop(0)
-        if any(e is seen for seen in out):
-            continue
-        out.append(e)
-        reason = getattr(e, "reason", None)
-        if isinstance(reason, BaseException):
-            todo.append(reason)
-        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
-    return out
-
-
 def _api_server(chain: list[BaseException]) -> str:
     """The API server a transport error was about: the ApiClient configuration's host (set by
     :class:`RateLimitedApiClient`), else the urllib3 connection pool's; user info dropped."""
@@ -215,33 +199,26 @@ _TIMEOUT_TEXT = re.compile(r"timeout=([0-9.]+)")
 
 def _transport_error(exc: BaseException, *, verb: str, what: str) -> str:
     """Which API server, which kind of failure, and what was attempted."""
-    chain = _chain(exc)
+    chain = network.chain(exc)
     server = _api_server(chain)
     name = f"API server {server}" if server else "API server"
     attempt = f"({verb} {what})"
-    errors = urllib3.exceptions
-    if any(isinstance(e, socket.gaierror | errors.NameResolutionError) for e in chain):
+    kind = failure(exc)
+    if kind is Failure.DNS:
         host = urlsplit(server).hostname or "?"
         return f"{name} unreachable: cannot resolve host {host} {attempt}"
-    if any(isinstance(e, ConnectionRefusedError) for e in chain):
+    if kind is Failure.REFUSED:
         return f"{name} refused the connection {attempt}: is it running, and is that its port?"
-    timed_out = [
-        e
-        for e in chain
-        if isinstance(e, errors.ReadTimeoutError | TimeoutError)
-        or (
-            isinstance(e, errors.ConnectTimeoutError)
-            and not isinstance(e, errors.NewConnectionError)
+    if kind is Failure.TIMEOUT:
+        found = next(
+            (m for e in chain if timed_out(e) and (m := _TIMEOUT_TEXT.search(str(e)))), None
         )
-    ]
-    if timed_out:
-        found = next((m for e in timed_out if (m := _TIMEOUT_TEXT.search(str(e)))), None)
         # (a single-number timeout is a total: urllib3 reports the read part left, 0.4995)
         within = f" within {round(float(found.group(1)), 2):g}s" if found else " in time"
         return f"{name} did not answer{within} {attempt}"
-    if any(isinstance(e, errors.SSLError | ssl.SSLError) for e in chain):
+    if kind is Failure.TLS:
         return f"{name}: the TLS handshake failed {attempt}: check its CA and certificate"
-    if any(isinstance(e, ConnectionResetError | errors.ProtocolError) for e in chain):
+    if kind is Failure.DROPPED:
         return f"{name} dropped the connection {attempt}"
     return f"{name} unreachable {attempt}: {type(exc).__name__}"
 

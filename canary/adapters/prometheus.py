@@ -27,7 +27,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -38,14 +37,9 @@ from urllib.parse import urlsplit, urlunsplit
 import requests
 from prometheus_api_client import PrometheusConnect
 from prometheus_api_client.exceptions import PrometheusApiClientException
-from urllib3.exceptions import (
-    ConnectTimeoutError,
-    NameResolutionError,
-    NewConnectionError,
-    ReadTimeoutError,
-)
 from urllib3.util.retry import Retry
 
+from canary.adapters.network import Failure, failure
 from canary.core import queries
 from canary.core.errors import CanaryError, ConfigError, UnavailableError
 from canary.core.model import MetricsSample, MetricValue
@@ -217,16 +211,12 @@ class PrometheusSource:
         except ValueError:  # a port that is not a number (config validation rejects it)
             port = 0
         where = f"{shown}:{port}" if port else shown
-        chain = _chain(exc)
-        if any(isinstance(e, socket.gaierror | NameResolutionError) for e in chain):
+        kind = failure(exc)
+        if kind is Failure.DNS:
             return f"cannot resolve host {host}"
-        if any(isinstance(e, ConnectionRefusedError) for e in chain):
+        if kind is Failure.REFUSED:
             return f"connection refused by {where} — is Prometheus running there?"
-        if any(
-            isinstance(e, requests.Timeout | TimeoutError | ReadTimeoutError)
-            or (isinstance(e, ConnectTimeoutError) and not isinstance(e, NewConnectionError))
-            for e in chain
-        ):
+        if kind is Failure.TIMEOUT:
             seconds = f"{self.config.timeout.total_seconds():g}s"
             n = self.config.retries
             retries = "no retry" if n <= 0 else f"{n} retr{'y' if n == 1 else 'ies'}"
@@ -404,24 +394,6 @@ def _by_workload(result: list[dict[str, Any]]) -> dict[tuple[str, str], float | 
             str(labels.get("destination_workload", "")),
         )
         out[key] = _number(series.get("value", [None, None])[1])
-    return out
-
-
-def _chain(exc: BaseException) -> list[BaseException]:
-    """``exc`` and what it wraps: requests puts urllib3's MaxRetryError in ``args``, whose
-    ``reason`` is the NewConnectionError/ReadTimeoutError raised ``from`` the socket error."""
-    out: list[BaseException] = []
-    todo: list[BaseException] = [exc]
-    while todo and len(out) < 20:
-        e = todo.pop(0)
-        if any(e is seen for seen in out):
-            continue
-        out.append(e)
-        todo += [a for a in e.args if isinstance(a, BaseException)]
-        reason = getattr(e, "reason", None)
-        if isinstance(reason, BaseException):
-            todo.append(reason)
-        todo += [c for c in (e.__cause__, e.__context__) if c is not None]
     return out
 
 
