@@ -77,3 +77,20 @@ def test_the_runbook_event_table_is_the_catalogs() -> None:
         spec = ev.SPECS[name]
         assert (mark == "W") == (spec.level is ev.Level.WARNING), name
         assert bool(varies) == bool(spec.info_when), name
+
+
+PROSE = [
+    *USER_DOCS,
+    ROOT / "config" / "canary.yaml",
+    ROOT / "deploy" / "helm" / "canary" / "values.yaml",
+    *sorted((ROOT / "canary").rglob("*.py")),
+]
+
+
+@pytest.mark.parametrize("doc", PROSE, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_statement_of_kubeconfig_precedence_puts_kubeconfig_first(doc: Path) -> None:
+    """connect() reads a named kubeconfig (flag or $KUBECONFIG) before the pod's service
+    account, as kubectl and helm do; a sentence that names both must say so in that order."""
+    for number, line in enumerate(doc.read_text().splitlines(), 1):
+        wrong = re.search(r"(?i)in-cluster[^.;|]*\belse\b[^.;|]*kubeconfig", line)
+        assert not wrong, f"{doc.name}:{number}: {line.strip()}"

@@ -596,6 +596,89 @@ def test_connect_reads_a_kubeconfig_context(tmp_path: Path, cluster: KubeApiServ
         connect(str(kubeconfig), "nope")
 
 
+def _kubeconfig_at(path: Path, server: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": server}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "ctx", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "ctx",
+            }
+        )
+    )
+    return path
+
+
+@pytest.mark.parametrize(
+    ("flag", "env", "in_pod", "expected"),
+    [
+        # a kubeconfig named by flag or by $KUBECONFIG wins over the pod's service account
+        ("flag", None, True, "https://flag.example:6443"),
+        (None, "env", True, "https://env.example:6443"),
+        ("flag", "env", False, "https://flag.example:6443"),
+        # nothing named: in-cluster inside a pod, else ~/.kube/config
+        (None, None, True, "in-cluster"),
+        (None, None, False, "https://home.example:6443"),
+    ],
+)
+def test_connect_finds_its_cluster_the_way_kubectl_does(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    flag: str | None,
+    env: str | None,
+    in_pod: bool,
+    expected: str,
+) -> None:
+    from kubernetes import client
+    from kubernetes import config as kube_config
+
+    from canary.adapters.kube import connect
+
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+    _kubeconfig_at(home / ".kube" / "config", "https://home.example:6443")
+    monkeypatch.setenv("HOME", str(home))
+    # the client reads ~/.kube/config through a module constant fixed at import
+    monkeypatch.setattr(
+        "kubernetes.config.kube_config.KUBE_CONFIG_DEFAULT_LOCATION", str(home / ".kube/config")
+    )
+    files = {
+        name: str(_kubeconfig_at(tmp_path / name, f"https://{name}.example:6443"))
+        for name in ("flag", "env")
+    }
+    if env:
+        monkeypatch.setenv("KUBECONFIG", files[env])
+    else:
+        monkeypatch.delenv("KUBECONFIG", raising=False)
+    if in_pod:
+        monkeypatch.setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1")
+    else:
+        monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+
+    def in_cluster(client_configuration: client.Configuration) -> None:
+        client_configuration.host = "in-cluster"
+
+    monkeypatch.setattr(kube_config, "load_incluster_config", in_cluster)
+    api = connect(files[flag] if flag else None)
+    assert api.configuration.host == expected
+
+
+def test_a_kubeconfig_that_cannot_load_names_the_file_it_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from canary.adapters.kube import connect
+    from canary.core.errors import ConfigError
+
+    missing = tmp_path / "nowhere.yaml"
+    monkeypatch.setenv("KUBECONFIG", str(missing))
+    with pytest.raises(ConfigError, match=rf"{missing} \(from \$KUBECONFIG\)"):
+        connect()
+
+
 @pytest.fixture
 def no_proxy(monkeypatch: pytest.MonkeyPatch) -> None:
     """The client takes a proxy from the environment; these tests need a direct connection."""

@@ -1,7 +1,7 @@
 """The Kubernetes API, through the official ``kubernetes`` client: connection, errors, workloads.
 
-* :func:`connect`: in-cluster config, else a kubeconfig and context; every request passes a
-  client-side rate limiter (the Python client has none, unlike client-go's QPS/burst).
+* :func:`connect`: a kubeconfig and context when given, else in-cluster config; every request
+  passes a client-side rate limiter (the Python client has none, unlike client-go's QPS/burst).
 * :func:`translate`: ``ApiException`` and transport errors → our typed errors (errors.py), each
   naming what it was about: 404 the missing object, 401/403 the missing RBAC verb and
   resource, 409 a conflict, 422 an invalid object, 429/5xx/timeouts transient.
@@ -126,15 +126,26 @@ def connect(
         config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     else:
         try:
+            # $KUBECONFIG read now, not when the client was imported (a path list works too)
             config.load_kube_config(  # type: ignore[no-untyped-call]
-                config_file=kubeconfig, context=context, client_configuration=configuration
+                config_file=kubeconfig or os.environ.get("KUBECONFIG") or None,
+                context=context,
+                client_configuration=configuration,
             )
         except (config.ConfigException, OSError) as exc:
             raise ConfigError(
-                f"cannot load kubeconfig {kubeconfig or '$KUBECONFIG/~/.kube/config'}"
+                f"cannot load kubeconfig {_kubeconfig_source(kubeconfig)}"
                 f"{f' context {context}' if context else ''}: {exc}"
             ) from None
     return RateLimitedApiClient(configuration, qps=qps, burst=burst)
+
+
+def _kubeconfig_source(kubeconfig: str | None) -> str:
+    """Which file the client tried, as the user would name it."""
+    if kubeconfig is not None:
+        return kubeconfig
+    env = os.environ.get("KUBECONFIG")
+    return f"{env} (from $KUBECONFIG)" if env else "~/.kube/config"
 
 
 def _status(exc: ApiException) -> dict[str, Any]:
