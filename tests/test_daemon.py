@@ -150,3 +150,23 @@ def test_run_without_a_helm_binary_refuses_to_start(
     assert code == exitcodes.USAGE
     assert f"helm binary {binary!r} not found" in err.getvalue()
     assert "--helm-binary" in err.getvalue()
+
+
+def test_run_with_a_helm_that_cannot_run_refuses_to_start(
+    tmp_path: Path, kubeapi: KubeApiServer
+) -> None:
+    """A helm that is there but fails (wrong architecture, broken plugin dir) is no helm."""
+    kubeconfig = write_kubeconfig(tmp_path / "kubeconfig", kubeapi.url)
+    broken = tmp_path / "helm"
+    broken.write_text("#!/bin/sh\necho 'exec format error' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    err = io.StringIO()
+    code = main(
+        ["run", "--plans", str(tmp_path), "--prometheus-url", "http://127.0.0.1:9",
+         "--kubeconfig", str(kubeconfig), "--port", str(free_port()), "--log-format", "off",
+         "--helm-binary", str(broken)],
+        out=io.StringIO(),
+        err=err,
+    )  # fmt: skip
+    assert code == exitcodes.USAGE
+    assert f"{broken} version exited 1: exec format error" in err.getvalue()
