@@ -34,9 +34,10 @@ from canary.core.plan import Plan
 from canary.plans.files import load_plan_text
 from canary.shell.controller import Controller, Ports
 from canary.shell.emitter import Emitter
-from tests.support.bookinfo import Bookinfo, fast_plan
+from tests.support.bookinfo import CANARY, Bookinfo, fast_plan
 from tests.support.daemon import write_kubeconfig
 from tests.support.kubeapi import KubeApiServer
+from tests.support.prometheus import PrometheusServer
 from tests.support.stubs import Clock, Metrics
 
 pytest.importorskip("helm_python")
@@ -434,3 +435,59 @@ def test_wait_for_namespace_and_name_binds_exactly_with_the_plans_directory(rig:
     assert code == exitcodes.SUCCEEDED, out
     assert "the next rollout" not in out.splitlines()[0]
     assert out.splitlines()[0].startswith(f"waiting for {rig.key}: canary ")
+
+
+# --- check NAMESPACE/NAME ---------------------------------------------------------------------
+
+
+def test_check_by_namespace_and_name_finds_the_plan_in_the_plans_directory(
+    rig: Rig, prometheus: PrometheusServer
+) -> None:
+    """The plan comes from --plans: this namespace has no Istio series at all, so the check is
+    inconclusive and says why, with the plan's own canary in the query."""
+    code, out, err = rig.run(
+        ["check", rig.key, "--plans", str(rig.plan_file.parent),
+         "--prometheus-url", prometheus.url, "--scrape-interval", "1s"]
+    )  # fmt: skip
+    assert code == exitcodes.CHECK_INCONCLUSIVE, err
+    assert out.startswith(f"{rig.key}: INCONCLUSIVE")
+    assert f'destination_workload="{CANARY}"' in out
+    assert f'destination_workload_namespace="{rig.namespace}"' in out
+
+
+def test_check_by_namespace_and_name_falls_back_to_the_rollouts_snapshot(
+    rig: Rig, prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    """No plan file at hand (a CI job that only knows the name): the snapshot the controller
+    wrote into the rollout's state is the plan that is checked."""
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.PROGRESSING)
+    empty = tmp_path / "no-plans"
+    empty.mkdir()
+    code, out, err = rig.run(
+        ["check", rig.key, "--plans", str(empty),
+         "--prometheus-url", prometheus.url, "--scrape-interval", "1s"]
+    )  # fmt: skip
+    assert code == exitcodes.CHECK_INCONCLUSIVE, err
+    assert out.startswith(f"{rig.key}: INCONCLUSIVE")
+    assert f'destination_workload="{CANARY}"' in out
+
+
+def test_check_of_a_plan_neither_served_nor_snapshotted_says_where_it_looked(
+    rig: Rig, prometheus: PrometheusServer, tmp_path: Path
+) -> None:
+    empty = tmp_path / "no-plans"
+    empty.mkdir()
+    argv = ["--plans", str(empty), "--prometheus-url", prometheus.url]
+    state = rig.app.state()
+    assert state is None or not state.spec  # Idle before any rollout: no snapshot yet
+    code, _, err = rig.run(["check", rig.key, *argv])
+    assert code == exitcodes.USAGE
+    assert f"plan {rig.key} is not in the --plans directory ({empty})" in err
+    assert "pass the plan file" in err
+    assert "not built yet" not in err
+    # a VirtualService that does not exist at all: the API error, naming it
+    code, _, err = rig.run(["check", f"{rig.namespace}/ratings", *argv])
+    assert code == exitcodes.USAGE
+    assert f"no VirtualService in {rig.namespace} carries the state of plan" in err
+    assert f"{rig.namespace}/ratings" in err
