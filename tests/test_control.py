@@ -194,6 +194,23 @@ def test_wait_for_a_rollback_that_failed_exits_4(rig: Rig) -> None:
     assert rig.app.weights() == (100, 0)
 
 
+def test_status_of_a_failed_rollback_shows_its_attempts_and_error(rig: Rig) -> None:
+    """What the on-call engineer reads first: which revision, how many tries, helm's stderr."""
+    rig.metrics.error_rate = 0.3
+    rig.app.helm.fail_next(3)
+    rig.app.upgrade("1.20.2")
+    rig.until(Phase.ROLLBACK_FAILED)
+    code, out, _ = rig.run(["status", rig.key])
+    assert code == 0
+    (line,) = [x for x in out.splitlines() if x.startswith("rollback: ")]
+    assert line.startswith("rollback: to revision 1, attempt 3 of 3 (3 failed); last error: ")
+    code, out, _ = rig.run(["status", rig.key, "-o", "json"])
+    doc = json.loads(out)
+    assert doc["rollback"]["toRevision"] == doc["baseRevision"] == 1
+    assert (doc["rollback"]["attempts"], doc["rollback"]["failures"]) == (3, 3)
+    assert doc["rollback"]["error"] and doc["rollback"]["error"] in line
+
+
 def test_wait_with_a_bad_plan_argument_is_a_usage_error(rig: Rig) -> None:
     code, _, err = rig.run(["wait", "not a plan", "--timeout", "1m"])
     assert code == exitcodes.USAGE
@@ -376,6 +393,8 @@ def test_status_of_one_plan_and_of_all(rig: Rig) -> None:
     rows = json.loads(out)
     assert [r["plan"] for r in rows] == [rig.key]
     assert rows[0]["revision"] == 2 and rows[0]["phase"] == "Progressing"
+    assert rows[0]["rollback"] is None  # a rollout that never rolled back shows none
+    assert "rollback: " not in rig.run(["status", rig.key])[1]
     code, out, _ = rig.run(["status", str(rig.plan_file), "-o", "yaml"])
     doc = yaml.safe_load(out)
     assert doc["phase"] == "Progressing" and doc["baseRevision"] == 1

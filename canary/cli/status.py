@@ -43,6 +43,7 @@ def summary(key: str, state: RolloutState | None, now: datetime) -> dict[str, An
         "age": _age(state.step_started_at, now),
         "updatedAt": iso_or_none(state.updated_at),
         "reason": state.reason,
+        "rollback": _rollback(state),
         "last": (
             {
                 "rolloutId": last.rollout_id,
@@ -54,6 +55,31 @@ def summary(key: str, state: RolloutState | None, now: datetime) -> dict[str, An
             else None
         ),
     }
+
+
+def _rollback(state: RolloutState) -> dict[str, Any] | None:
+    """The helm rollback of this rollout (RollingBack, RollbackFailed): how many attempts, of
+    how many allowed, and the stderr tail of the last failure."""
+    progress = state.rollback
+    if progress is None:
+        return None
+    return {
+        "toRevision": state.base_revision,
+        "attempts": progress.attempts,
+        "failures": progress.failures,
+        "limit": progress.limit,
+        "startedAt": iso_or_none(progress.started_at),
+        "error": progress.error or None,
+    }
+
+
+def rollback_line(rollback: Mapping[str, Any]) -> str:
+    """``rollback: to revision 1, attempt 2 of 3 (1 failed); last error: …``"""
+    line = (
+        f"rollback: to revision {rollback['toRevision']}, attempt {rollback['attempts']} of "
+        f"{rollback['limit']} ({rollback['failures']} failed)"
+    )
+    return line + (f"; last error: {rollback['error']}" if rollback.get("error") else "")
 
 
 def _table(rows: Sequence[Mapping[str, Any]], out: TextIO) -> None:
@@ -108,7 +134,7 @@ def cmd_status(
                 rows[0]["lastEvent"], rows[0]["lastCheck"] = cluster.last_events(
                     target.namespace, vs_name
                 )
-            except Exception:  # Events are a nicety: no RBAC for them is no failure
+            except CanaryError:  # Events are a nicety: no RBAC for them is no failure
                 rows[0]["lastEvent"] = rows[0]["lastCheck"] = ""
         else:
             failures: list[CanaryError] = []
@@ -130,6 +156,8 @@ def cmd_status(
     if args.output == "table":
         _table(rows, out)
         for r in rows:
+            if args.plan and r.get("rollback"):
+                print(rollback_line(r["rollback"]), file=out)
             for label, field in (("last event", "lastEvent"), ("last check", "lastCheck")):
                 if r.get(field):
                     print(f"{label}: {r[field]}", file=out)
