@@ -94,3 +94,13 @@ def test_every_statement_of_kubeconfig_precedence_puts_kubeconfig_first(doc: Pat
     for number, line in enumerate(doc.read_text().splitlines(), 1):
         wrong = re.search(r"(?i)in-cluster[^.;|]*\belse\b[^.;|]*kubeconfig", line)
         assert not wrong, f"{doc.name}:{number}: {line.strip()}"
+
+
+@pytest.mark.parametrize("doc", ["ci.md", "design.md"])
+def test_the_docs_name_every_key_the_template_comparison_ignores(doc: str) -> None:
+    """What a chart author may let differ between the tracks is exactly what the code drops."""
+    from canary.core.templates import DEFAULT_TRACK_KEYS, RESTART_ANNOTATIONS
+
+    text = (ROOT / "docs" / doc).read_text()
+    for key in sorted(DEFAULT_TRACK_KEYS | RESTART_ANNOTATIONS):
+        assert f"`{key}`" in text, f"docs/{doc} does not say that {key} is ignored"
