@@ -323,7 +323,7 @@ def test_check_result_carries_what_the_events_need() -> None:
     result = evaluate(A, sample(error_rate=0.05), canary_available=True, weights=AT_10)
     fields = result.to_fields()
     assert fields["verdict"] == "FAIL"
-    assert fields["window"] == "60s"
+    assert fields["window"] == "1m"  # as a plan writes it (format_duration)
     assert (fields["canary_requests"], fields["stable_requests"]) == (100.0, 900.0)
     by_name = {m["name"]: m for m in fields["metrics"]}
     assert by_name["error-rate"]["bounds"] == {"max": 0.01, "maxAboveStable": 0.005}

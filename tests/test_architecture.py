@@ -8,6 +8,7 @@ nothing preloaded.
 from __future__ import annotations
 
 import ast
+import re
 import shutil
 import subprocess
 import sys
@@ -187,3 +188,24 @@ def test_only_adapters_import_network_and_process_libraries() -> None:
             continue
         bad = imported_roots(path) & io_libraries
         assert not bad, f"canary/{rel} imports {sorted(bad)}; only canary/adapters may"
+
+
+#: The modules that own a format: numbers and bounds (render), durations, timestamps.
+FORMAT_OWNERS = {"core/render.py", "core/durations.py", "core/timestamps.py"}
+
+#: A number formatted on the spot (``f"{x:g}s"``, ``f"{n:.0f}"``) or a hand-made timestamp.
+AD_HOC_FORMAT = re.compile(r"\{[^{}]*:\.?\d*[gf]\}|\.isoformat\(\)")
+
+
+def test_numbers_durations_and_timestamps_have_one_format_each() -> None:
+    """Messages, events and the CLI read alike only if they format through the same three
+    modules: render.number/bounds, durations.format_duration, timestamps.iso."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        rel = str(path.relative_to(PACKAGE))
+        if rel in FORMAT_OWNERS:
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if AD_HOC_FORMAT.search(line) and "timestamp():" not in line:  # a Prometheus param
+                found.append(f"canary/{rel}:{number}: {line.strip()}")
+    assert not found, "format through render/durations/timestamps:\n" + "\n".join(found)

@@ -741,7 +741,7 @@ def test_an_api_server_that_never_answers_is_a_timeout_naming_it() -> None:
                 what=f"deployments.apps {NS}/reviews-v1",
             )
     assert str(info.value) == (
-        f"API server {server} did not answer within 0.5s (get deployments.apps {NS}/reviews-v1)"
+        f"API server {server} did not answer within 500ms (get deployments.apps {NS}/reviews-v1)"
     )
 
 

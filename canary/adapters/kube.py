@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -29,6 +29,7 @@ from kubernetes.client.exceptions import ApiException
 from canary.adapters import network
 from canary.adapters.network import Failure, failure, timed_out
 from canary.core import render
+from canary.core.durations import format_duration
 from canary.core.errors import (
     CanaryError,
     ConfigError,
@@ -40,6 +41,7 @@ from canary.core.errors import (
 )
 from canary.core.model import Event, WorkloadStatus
 from canary.core.templates import template_hash
+from canary.core.timestamps import iso
 
 #: Sustained requests/s and burst of the control path. Each tick of a plan reads its
 #: VirtualService, two Deployments and helm's Secrets and may write once (~5 requests): 50
@@ -225,7 +227,8 @@ def _transport_error(exc: BaseException, *, verb: str, what: str) -> str:
             (m for e in chain if timed_out(e) and (m := _TIMEOUT_TEXT.search(str(e)))), None
         )
         # (a single-number timeout is a total: urllib3 reports the read part left, 0.4995)
-        within = f" within {round(float(found.group(1)), 2):g}s" if found else " in time"
+        waited = timedelta(seconds=round(float(found.group(1)), 2)) if found else None
+        within = f" within {format_duration(waited)}" if waited is not None else " in time"
         return f"{name} did not answer{within} {attempt}"
     if kind is Failure.TLS:
         return f"{name}: the TLS handshake failed {attempt}: check its CA and certificate"
@@ -393,7 +396,7 @@ class KubeEventSink:
                 if not self._allow(key, now):
                     self.dropped += 1
                     return
-                patch = {"count": count + 1, "lastTimestamp": stamp.isoformat()}
+                patch = {"count": count + 1, "lastTimestamp": iso(stamp)}
             else:
                 if not self._allow(key, now):
                     self.dropped += 1

@@ -41,6 +41,7 @@ from urllib3.util.retry import Retry
 
 from canary.adapters.network import Failure, failure
 from canary.core import queries
+from canary.core.durations import format_duration
 from canary.core.errors import CanaryError, ConfigError, UnavailableError
 from canary.core.model import MetricsSample, MetricValue
 from canary.core.plan import MetricType
@@ -217,7 +218,7 @@ class PrometheusSource:
         if kind is Failure.REFUSED:
             return f"connection refused by {where} — is Prometheus running there?"
         if kind is Failure.TIMEOUT:
-            seconds = f"{self.config.timeout.total_seconds():g}s"
+            seconds = format_duration(self.config.timeout)
             n = self.config.retries
             retries = "no retry" if n <= 0 else f"{n} retr{'y' if n == 1 else 'ies'}"
             return f"no answer from {where} within {seconds} ({retries})"

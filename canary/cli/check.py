@@ -12,7 +12,7 @@ from typing import Any, TextIO
 from canary.cli.cluster import Cluster, fail, resolve
 from canary.cli.options import add_common, config_of, duration_arg
 from canary.config.settings import ControllerConfig
-from canary.core import exitcodes
+from canary.core import exitcodes, render
 from canary.core.analysis import CheckResult, evaluate
 from canary.core.durations import format_duration
 from canary.core.errors import CanaryError, PlanError
@@ -25,7 +25,8 @@ from canary.core.snapshot import plan_from_spec
 
 
 def check_exit_code(sample: MetricsSample, result: CheckResult) -> int:
-    """DESIGN §5 exit codes of `check`: 0 pass · 1 fail · 2 config · 3 inconclusive · 4 down."""
+    """The exit codes of `check` (docs/design.md §5): 0 pass · 1 fail · 2 config ·
+    3 inconclusive · 4 down."""
     if sample.error:
         return exitcodes.CHECK_UNREACHABLE
     if any(m.misconfigured for m in sample.metrics):
@@ -46,7 +47,7 @@ def check_warnings(plan: Plan) -> list[str]:
         for name, bound in (("max", m.max), ("min", m.min)):
             if bound is not None and not on_bucket_boundary(bound):
                 out.append(
-                    f"{m.name}.{name} {bound:g} ms is not one of Istio's histogram bucket "
+                    f"{m.name}.{name} {number(bound)} ms is not one of Istio's histogram bucket "
                     "boundaries: the quantile is interpolated inside a bucket, so values near "
                     "the bound are estimates (boundaries near it: "
                     f"{_neighbours(bound)})"
@@ -57,7 +58,7 @@ def check_warnings(plan: Plan) -> list[str]:
 def _neighbours(bound: float) -> str:
     below = [b for b in ISTIO_LATENCY_BUCKETS if b < bound]
     above = [b for b in ISTIO_LATENCY_BUCKETS if b > bound]
-    return ", ".join(f"{b:g}" for b in ([below[-1]] if below else []) + above[:1])
+    return ", ".join(number(b) for b in ([below[-1]] if below else []) + above[:1])
 
 
 def _print_check(plan: Plan, sample: MetricsSample, result: CheckResult, out: TextIO) -> None:
@@ -74,9 +75,9 @@ def _print_check(plan: Plan, sample: MetricsSample, result: CheckResult, out: Te
         return
     rows = [("METRIC", "CANARY", "STABLE", "BOUNDS", "VERDICT")]
     for m in result.metrics:
-        bounds = ", ".join(f"{k} {v:g}" for k, v in m.bounds.items())
+        limits = render.bounds(m.bounds)
         stable = number(m.stable_value) if m.stable_query else "-"
-        rows.append((m.name, number(m.value), stable, bounds, m.verdict.value))
+        rows.append((m.name, number(m.value), stable, limits, m.verdict.value))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=out)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from canary.core.durations import format_duration
 from canary.core.model import MetricsSample, MetricValue, Verdict, Weights
 from canary.core.plan import Analysis, Metric
 from canary.core.render import number
@@ -45,8 +46,8 @@ def not_due(
     or the interval since the last check has not passed."""
     since_step = now - step_started_at
     if since_step < analysis.settle:
-        left = (analysis.settle - since_step).total_seconds()
-        return f"settling for {left:.0f}s more"
+        left = math.ceil((analysis.settle - since_step).total_seconds())
+        return f"settling for {format_duration(timedelta(seconds=left))} more"
     if (
         last_check_at is not None
         and last_check_at >= step_started_at
@@ -93,8 +94,8 @@ def check_window(
         return WindowPlan(
             due=True,
             reason=(
-                f"window {effective.total_seconds():.0f}s is shorter than two scrape intervals "
-                f"({scrape:.0f}s each)"
+                f"window {format_duration(effective)} is shorter than two scrape intervals "
+                f"({format_duration(scrape_interval)} each)"
             ),
         )
     return WindowPlan(due=True, window=effective)
@@ -148,7 +149,7 @@ class CheckResult:
         return {
             "verdict": self.verdict.value,
             "reason": self.reason,
-            "window": f"{self.window.total_seconds():.0f}s" if self.window else None,
+            "window": format_duration(self.window) if self.window else None,
             "canary_requests": self.canary_requests,
             "stable_requests": self.stable_requests,
             "metrics": [m.to_fields() for m in self.metrics],
@@ -302,8 +303,9 @@ def evaluate(
         if expected >= minimum:
             return CheckResult(
                 Verdict.FAIL,
-                f"traffic is not reaching the canary: stable served {stable_n:.0f} requests, "
-                f"so the canary's {weights.canary}% share should be ~{expected:.0f}, but it "
+                f"traffic is not reaching the canary: stable served {number(round(stable_n))} "
+                f"requests, so the canary's {weights.canary}% share should be "
+                f"~{number(round(expected))}, but it "
                 "served none",
                 **common,
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from canary.core.timestamps import iso
+
 
 class FakeClock:
     """Implements :class:`canary.core.ports.Clock`; ``advance`` is the only way time passes."""
@@ -24,4 +26,4 @@ class FakeClock:
         return self._now
 
     def __repr__(self) -> str:
-        return f"FakeClock({self._now.isoformat()})"
+        return f"FakeClock({iso(self._now)})"

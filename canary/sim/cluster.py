@@ -40,6 +40,7 @@ from canary.core.plan import (
 )
 from canary.core.ports import Clock
 from canary.core.templates import template_hash
+from canary.core.timestamps import iso
 from canary.sim import chart
 from canary.sim.behaviour import Behaviour
 from canary.sim.helm import (
@@ -186,7 +187,7 @@ class SimCluster(SimHelm):
         return True
 
     def _ts(self) -> str:
-        return self.clock.now().isoformat().replace("+00:00", "Z")
+        return iso(self.clock.now())
 
     def _after_write(self, key: ObjectKey, obj: dict[str, Any] | None) -> None:
         kind, namespace, name = key
