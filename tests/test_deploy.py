@@ -25,6 +25,9 @@ from urllib.parse import unquote
 import pytest
 import yaml
 
+from canary.adapters.helm import DEFAULT_ROLLBACK_GRACE
+from canary.shell.daemon import SHUTDOWN_MARGIN
+
 pytest.importorskip("helm_python")
 from helm_python import HelmError
 from helm_python.chart import lint
@@ -46,8 +49,8 @@ KUBE_VERSION = "1.30.0"
 CRD_KINDS = {"ServiceMonitor"}
 #: docs/design.md §7 / docs/running.md §8: helm gets rollback.timeout + 60 s, plus 20 s for the tick
 #: in flight (6 s), the lease release (up to 10 s) and the two flushes (2 s each).
-HELM_GRACE_S = 60
-SHUTDOWN_S = 20
+HELM_GRACE_S = int(DEFAULT_ROLLBACK_GRACE.total_seconds())
+SHUTDOWN_S = SHUTDOWN_MARGIN - HELM_GRACE_S
 PLANS = ROOT / "config" / "plans"
 
 
@@ -696,3 +699,36 @@ def test_the_example_chart_is_a_two_track_chart_through_install_upgrade_and_prom
     assert hashes["upgrade"][0] != hashes["upgrade"][1]  # a new canary: a rollout starts
     assert hashes["promotion"][0] == hashes["promotion"][1]  # promoted: Finalising → Idle
     assert hashes["upgrade"][1] == hashes["promotion"][0]  # stable is now what was analysed
+
+
+#: Where the grace-period rule is written down, and must say the controller's own number.
+GRACE_RULE_TEXTS = [
+    ROOT / "README.md",
+    *(ROOT / "docs" / n for n in ("design.md", "getting-started.md", "plan-reference.md")),
+    ROOT / "docs" / "running.md",
+    CHART / "values.yaml",
+    CHART / "templates" / "_helpers.tpl",
+]
+#: "maxRollbackTimeoutSeconds + 80", "`rollback.timeout` + 80 s", "420 > 300 + 80"
+GRACE_RULE = re.compile(
+    r"(?:maxRollbackTimeoutSeconds`?|rollback\.timeout`?|> 300|default 300\))\s*\+\s*(\d+)"
+)
+#: "6 + 60 + 10 + 2 + 2 = 80": the margin's parts added up
+GRACE_SUM = re.compile(r"(\d+(?: \+ \d+){3,}) = (\d+)")
+
+
+def test_the_chart_and_the_docs_use_the_controllers_shutdown_margin() -> None:
+    """The chart's margin is the daemon's SHUTDOWN_MARGIN (tick drain + helm's grace + lease
+    release + two flushes), and every place that states the rule says the same number."""
+    helpers = (CHART / "templates" / "_helpers.tpl").read_text()
+    defined = re.search(r'define "canary.shutdownMarginSeconds" -\}\}(\d+)\{\{', helpers)
+    assert defined is not None
+    assert int(defined.group(1)) == SHUTDOWN_MARGIN
+    for path in GRACE_RULE_TEXTS:
+        text = " ".join(path.read_text().split())  # a rule broken over two lines is one
+        stated = [int(n) for n in GRACE_RULE.findall(text)]
+        # "rollback.timeout + 60 s" is how long helm is waited for; + 80 is the pod's rule
+        assert SHUTDOWN_MARGIN in stated, f"{path.name} no longer states the grace-period rule"
+        assert set(stated) <= {HELM_GRACE_S, SHUTDOWN_MARGIN}, f"{path.name}: {stated}"
+        for parts, total in GRACE_SUM.findall(text):
+            assert sum(int(p) for p in parts.split(" + ")) == int(total) == SHUTDOWN_MARGIN

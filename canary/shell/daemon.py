@@ -54,7 +54,7 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from canary.adapters.helm import HelmReleases
+from canary.adapters.helm import DEFAULT_ROLLBACK_GRACE, HelmReleases
 from canary.adapters.helmstore import SecretHistory
 from canary.adapters.httpserver import HealthServer
 from canary.adapters.istio import IstioRouter
@@ -108,6 +108,13 @@ SHUTDOWN_BUDGET = 10.0
 TICK_DRAIN = 6.0
 #: Time the notifier gets to flush on shutdown (it never delays a rollback, nor an exit much).
 NOTIFY_FLUSH = 2.0
+#: The seconds a SIGTERM may take beyond the longest helm rollback ``--timeout``: the tick in
+#: flight, helm's own grace past its timeout, the lease release, then the notifier's and the
+#: Event sink's flush. A pod's terminationGracePeriodSeconds must exceed timeout + this (80 s);
+#: the chart's ``canary.shutdownMarginSeconds`` is this number (tests/test_deploy.py checks).
+SHUTDOWN_MARGIN = int(
+    TICK_DRAIN + DEFAULT_ROLLBACK_GRACE.total_seconds() + SHUTDOWN_BUDGET + 2 * NOTIFY_FLUSH
+)
 
 
 def identity() -> str:
