@@ -1,4 +1,4 @@
-"""Shared fixtures. Real-I/O fixtures for Prometheus (docs/design.md §8) live at the bottom."""
+"""Shared fixtures. Real-I/O fixtures for Prometheus (README: test doubles) live at the bottom."""
 
 from __future__ import annotations
 

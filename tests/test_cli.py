@@ -1,4 +1,4 @@
-"""The CLI contract: output and exit codes of validate, simulate and demo (DESIGN §5)."""
+"""The CLI contract: output and exit codes of validate, simulate and demo (docs/design.md §5)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Controller configuration: precedence, validation messages, flags (docs/design.md §5, issue 6)."""
+"""Controller configuration: precedence, validation messages, flags (docs/design.md §5)."""
 
 from __future__ import annotations
 

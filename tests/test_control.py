@@ -1,4 +1,4 @@
-"""`canary status`, `wait` and the manual commands against the Kubernetes API double (issue 7).
+"""`canary status`, `wait` and the manual commands against the Kubernetes API double.
 
 The controller runs in this process over the real Kubernetes adapters (IstioRouter,
 KubeWorkloads, SecretHistory + the fake helm); its metrics are a stand-in that passes or fails

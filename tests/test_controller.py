@@ -179,7 +179,7 @@ def test_a_command_is_consumed_in_the_same_write_as_its_effect() -> None:
 
 def test_helm_runs_in_a_worker_and_never_blocks_a_tick() -> None:
     """With a runner, a slow helm rollback leaves ticks free; decide sees it running, then
-    confirms it once it returned (issue 5: a worker that never blocks other ticks)."""
+    confirms it once it returned (a worker that never blocks other ticks)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -220,7 +220,7 @@ def test_helm_runs_in_a_worker_and_never_blocks_a_tick() -> None:
 
 def test_a_history_that_cannot_be_read_still_lets_a_breach_go_to_stable() -> None:
     """helm history (its Secrets) forbidden: checks, the breach and the move to stable go on;
-    only helm waits, with one `release.unreadable` alert (review of issue 5)."""
+    only helm waits, with one `release.unreadable` alert."""
     from canary.core.errors import ForbiddenError
     from canary.sim import SCENARIOS
 

@@ -1,4 +1,4 @@
-"""The daemon's own logic, without processes: tick batching and per-phase cadence (issue 6)."""
+"""The daemon's own logic, without processes: tick batching and per-phase cadence."""
 
 from __future__ import annotations
 

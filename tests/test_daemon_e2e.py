@@ -1,4 +1,4 @@
-"""``canary run`` end to end (issue 6): the daemon as a subprocess against the Kubernetes API
+"""``canary run`` end to end: the daemon as a subprocess against the Kubernetes API
 double (through a kubeconfig, as in a cluster), the session's real Prometheus scraping the
 Istio exporter whose traffic split follows the live weights, and the fake ``helm`` that applies
 rollbacks to the double with Helm's engine. Assertions are on what the cluster ends up with

@@ -1594,7 +1594,7 @@ def test_route_error_is_reported_again_after_the_route_was_fixed() -> None:
 
 
 # =================================================================================================
-# No change, no write (docs/design.md §9: it writes only when something changed)
+# No change, no write (docs/architecture.md: it writes only when something changed)
 # =================================================================================================
 
 
@@ -2048,7 +2048,7 @@ def test_a_state_with_an_impossible_step_is_treated_as_lost(step: int) -> None:
 
 
 # =================================================================================================
-# Regressions from the review of issue 2
+# Regressions found in review
 # =================================================================================================
 
 

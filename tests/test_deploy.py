@@ -1,4 +1,4 @@
-"""The controller's chart and manifests (issue 8): rendered and linted with Helm's own engine
+"""The controller's chart and manifests: rendered and linted with Helm's own engine
 (PyPI ``helm-python-sdk``), every object validated against the Kubernetes schemas
 (``kubernetes-validate``), the committed ``deploy/manifests`` equal to a fresh render and
 buildable by ``kubectl kustomize``, and the RBAC least privilege both ways: every API call a

@@ -1,4 +1,4 @@
-"""The image's Dockerfile (issue 8). It cannot be built here (no Docker, no internet), so its
+"""The image's Dockerfile. It cannot be built here (no Docker, no internet), so its
 invariants are read from the file: a pinned base, a non-root numeric user, a helm release
 pinned by version whose sha256 is verified during the build and has no made-up default,
 ``canary run`` as the entrypoint, OCI labels, and a context limited by ``.dockerignore``."""

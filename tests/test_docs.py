@@ -104,3 +104,38 @@ def test_the_docs_name_every_key_the_template_comparison_ignores(doc: str) -> No
     text = (ROOT / "docs" / doc).read_text()
     for key in sorted(DEFAULT_TRACK_KEYS | RESTART_ANNOTATIONS):
         assert f"`{key}`" in text, f"docs/{doc} does not say that {key} is ignored"
+
+
+SOURCES = [
+    p
+    for folder in ("canary", "tests", "bench", "deploy")
+    for p in sorted((ROOT / folder).rglob("*"))
+    if p.suffix in {".py", ".sh", ".yaml", ".tpl"} and "__pycache__" not in p.parts
+]
+
+
+def test_every_design_section_cited_exists() -> None:
+    """``docs/design.md §N`` in code, tests and docs names a section the contract has."""
+    design = (ROOT / "docs" / "design.md").read_text()
+    sections = set(re.findall(r"^## (\d+)\. ", design, flags=re.M))
+    cited = re.compile(r"design\.md §(\d+)(?:[–-]§?(\d+))?((?:, ?§\d+)*)")
+    wrong = []
+    for path in [*SOURCES, *USER_DOCS]:
+        for match in cited.finditer(path.read_text()):
+            numbers = {match.group(1), match.group(2), *re.findall(r"\d+", match.group(3))}
+            missing = sorted(n for n in numbers - {None} if n not in sections)
+            if missing:
+                wrong.append(f"{path.relative_to(ROOT)}: {match.group(0)} (no §{missing})")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_code_and_tests_cite_the_repository_not_the_workspace() -> None:
+    """What a reader of the code can follow: docs/design.md, not DESIGN or issue numbers."""
+    found = []
+    for path in SOURCES:
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            if path.name == "test_docs.py":
+                continue
+            if re.search(r"\bDESIGN\b|\b[Ii]ssues? #?\d+", line):
+                found.append(f"{path.relative_to(ROOT)}:{number}: {line.strip()}")
+    assert not found, "\n".join(found)

@@ -1,4 +1,4 @@
-"""One rollout on the example service's own objects (issue 8): `deploy/examples/podinfo`'s chart
+"""One rollout on the example service's own objects: `deploy/examples/podinfo`'s chart
 rendered by Helm's engine into the Kubernetes API double, installed in the fake helm, and the
 controller over its real Kubernetes adapters taking a good release to Idle and a bad one back.
 Metrics and time are stand-ins here (Prometheus has its own end-to-end tests)."""

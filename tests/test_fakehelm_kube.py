@@ -1,4 +1,4 @@
-"""The fake ``helm`` applying a rollback to the Kubernetes double (issue 5): both revisions are
+"""The fake ``helm`` applying a rollback to the Kubernetes double: both revisions are
 rendered by Helm's own engine (helm-python-sdk) from tests/fixtures/charts/reviews and the
 difference is applied as helm 3 does, a two-way merge between the two revisions' manifests, so
 live VirtualService weights the chart never changed stay as they are."""

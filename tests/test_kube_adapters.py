@@ -1,4 +1,4 @@
-"""The Kubernetes adapters through the real ``kubernetes`` client over HTTP (DESIGN §8).
+"""The Kubernetes adapters through the real ``kubernetes`` client over HTTP (README: test doubles).
 
 The API server is tests/support/kubeapi.py. Helm and Prometheus are not what these tests are
 about: releases come from :class:`StaticReleases` (a fixed helm history) and checks from
@@ -70,7 +70,7 @@ def plan() -> Plan:
 
 
 class StaticReleases:
-    """A helm history that says what the test sets (the helm adapter is issue 5's)."""
+    """A helm history that says what the test sets."""
 
     def __init__(self, *revisions: Revision) -> None:
         self.info = ReleaseInfo(revisions)
@@ -769,7 +769,7 @@ def test_an_api_server_host_that_does_not_resolve_says_so() -> None:
     )
 
 
-# --- more cases from the review of issue 4 -------------------------------------------------------
+# --- more cases found in review -------------------------------------------------------
 
 
 def test_a_resources_only_change_starts_a_rollout(cluster: KubeApiServer) -> None:

@@ -1,4 +1,4 @@
-"""The metrics port against a real Prometheus scraping a fake Istio mesh (DESIGN §8).
+"""The metrics port against a real Prometheus scraping a fake Istio mesh (README: test doubles).
 
 One module-scoped mesh: every case's workloads are set at once before a single wait for a full
 window, so the whole file pays for one window (10 s at 1 s scrapes). Values come from the

@@ -1,4 +1,4 @@
-"""Rollback end to end with the real adapters (issue 5; docs/design.md §1, §4, §7).
+"""Rollback end to end with the real adapters (docs/design.md §1, §4, §7).
 
 The controller runs in this process over its production adapters: IstioRouter, KubeWorkloads
 and SecretHistory speak HTTP through the real ``kubernetes`` client to the API server double,

@@ -1,4 +1,4 @@
-"""`canary timeline`: real JSON logs in, one readable story per rollout out (issue 7).
+"""`canary timeline`: real JSON logs in, one readable story per rollout out.
 
 The logs are real: the simulator's rollouts rendered by canary's own structlog JSON renderer,
 one of them through `python3 -m canary.cli --log-format json simulate` exactly as a user runs

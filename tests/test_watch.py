@@ -1,5 +1,5 @@
-"""The Watcher through the real ``kubernetes`` client against the API server double (issue 4,
-"Workloads": a new canary or a weight drift is noticed within a second, resync as a safety net).
+"""The Watcher through the real ``kubernetes`` client against the API server double:
+a new canary or a weight drift is noticed within a second, resync as a safety net.
 
 Every wait polls for its condition with a deadline. "Nothing happened" is shown with a marker:
 events of one stream arrive in order, so once the callback for a later, related change has come,

@@ -6,7 +6,7 @@
   naming what it was about: 404 the missing object, 401/403 the missing RBAC verb and
   resource, 409 a conflict, 422 an invalid object, 429/5xx/timeouts transient.
 * :class:`KubeWorkloads`: the Workloads port — a Deployment's availability and the normalised
-  pod-template hash that decides whether canary differs from stable (DESIGN §1).
+  pod-template hash that decides whether canary differs from stable (docs/design.md §1).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Notifications: a Slack-compatible incoming webhook and a generic JSON webhook (issue 6).
+"""Notifications: a Slack-compatible incoming webhook and a generic JSON webhook.
 
 A :class:`Notifier` is an :data:`canary.core.events.Listener`: the emitter hands it every event's
 flat record, and it posts the ones a person wants to hear about (:data:`NOTIFY_EVENTS`:

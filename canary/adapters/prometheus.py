@@ -66,7 +66,7 @@ class QueryError(ConfigError):
 
 @dataclass(frozen=True)
 class PrometheusConfig:
-    """How to reach Prometheus (controller config; DESIGN §5 --prometheus-url)."""
+    """How to reach Prometheus (controller config; docs/design.md §5 --prometheus-url)."""
 
     url: str
     timeout: timedelta = DEFAULT_TIMEOUT
@@ -144,7 +144,7 @@ class PrometheusSource:
             timeout=cast(int, config.timeout.total_seconds()),
             disable_ssl=False,
         )
-        #: queries sent, for the batching tests and the /metrics of issue 6
+        #: queries sent, for the batching tests and /metrics
         self.queries_sent = 0
         #: set while answering one batch once Prometheus proved unreachable
         self._down: UnavailableError | None = None

@@ -1,5 +1,5 @@
 """Watches on Deployments and VirtualServices: a new canary or a weight drift is noticed within a
-second, with a periodic resync as a safety net (issue 4, "Workloads").
+second, with a periodic resync as a safety net.
 
 :class:`Watcher` runs, per watched resource kind and namespace (or per kind, cluster-wide), a
 thread that lists once and then watches from the list's resourceVersion with

@@ -1,4 +1,4 @@
-"""One check: a :class:`~canary.core.model.MetricsSample` in, one verdict out (DESIGN §3).
+"""One check: a :class:`~canary.core.model.MetricsSample` in, one verdict out (docs/design.md §3).
 
 Verdict precedence: **FAIL** if any metric breaches a bound, the canary Deployment is not fully
 available, or traffic is not reaching the canary; else **ERROR** if any query failed; else
@@ -22,7 +22,7 @@ from canary.core.model import MetricsSample, MetricValue, Verdict, Weights
 from canary.core.plan import Analysis, Metric
 from canary.core.render import number
 
-#: Istio's Prometheus scrapes every 15 s by default (DESIGN §5 --scrape-interval).
+#: Istio's Prometheus scrapes every 15 s by default (docs/design.md §5 --scrape-interval).
 DEFAULT_SCRAPE_INTERVAL = timedelta(seconds=15)
 #: A tick that fires a hair early (scheduler jitter) must not skip a whole interval.
 INTERVAL_TOLERANCE = timedelta(seconds=1)
@@ -66,7 +66,7 @@ def inadmissible(
     now: datetime,
 ) -> str:
     """Why a sample over ``window`` may not judge the current step ("" when it may): it is not
-    due, or its window reaches back before the step's weights were written (DESIGN §3)."""
+    due, or its window reaches back before the step's weights were written (docs/design.md §3)."""
     why = not_due(analysis, step_started_at, last_check_at, now)
     if why:
         return why
@@ -82,7 +82,8 @@ def check_window(
     now: datetime,
     scrape_interval: timedelta,
 ) -> WindowPlan:
-    """When to check and over which window (DESIGN §3 "a check judges only the current step")."""
+    """When to check and over which window (docs/design.md §3: "a check judges only the
+    current step")."""
     why = not_due(analysis, step_started_at, last_check_at, now)
     if why:
         return WindowPlan(due=False, reason=why)
@@ -142,7 +143,7 @@ class CheckResult:
     window: timedelta | None = None
     critical: bool = False  # a critical metric FAILed: roll back at once
     #: a query the plan got wrong (HTTP 4xx, several series, a range vector): a config error,
-    #: never counted toward errorLimit (DESIGN §3: an invalid plan pauses on stable)
+    #: never counted toward errorLimit (docs/design.md §3: an invalid plan pauses on stable)
     misconfigured: str = ""
 
     def to_fields(self) -> dict[str, Any]:

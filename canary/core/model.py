@@ -2,8 +2,9 @@
 
 Everything here is a frozen value. ``decide`` (decide.py) takes a :class:`RolloutState` and an
 :class:`Observation` and returns a :class:`Decision`; the controller persists the decision's
-state in the VirtualService annotation ``canary.dev/state`` (DESIGN §4) in the same request as
-the weights. State (de)serialisation lives here so the persisted schema has exactly one owner.
+state in the VirtualService annotation ``canary.dev/state`` (docs/design.md §4) in the same
+request as the weights. State (de)serialisation lives here so the persisted schema has exactly
+one owner.
 """
 
 from __future__ import annotations
@@ -138,9 +139,9 @@ class RollbackProgress:
 
 @dataclass(frozen=True)
 class RolloutState:
-    """The persisted state of one plan (DESIGN §4), plus the few fields decide needs on top.
+    """The persisted state of one plan (docs/design.md §4), plus the few fields decide needs on top.
 
-    Fields beyond the DESIGN list (``paused``, ``rollback``, ``lastCheckAt``, ``firstFailAt``,
+    Fields beyond the design's list (``paused``, ``rollback``, ``lastCheckAt``, ``firstFailAt``,
     ``rollbackRevision``, ``attempt``, ``notices``, ``spec``) exist because no decision may
     depend on the memory of an earlier tick: whatever decide needs next time must be here.
     """
@@ -164,7 +165,7 @@ class RolloutState:
     plan_hash: str = ""
     last: LastOutcome | None = None
     updated_at: datetime | None = None
-    # -- beyond the DESIGN list, see the docstring --
+    # -- beyond the design's list, see the docstring --
     paused: PauseKind | None = None
     last_check_at: datetime | None = None
     first_fail_at: datetime | None = None
@@ -193,7 +194,7 @@ class WorkloadStatus:
     name: str
     exists: bool = True
     available: bool = True  # observedGeneration current, all replicas updated and available
-    template_hash: str = ""  # normalised pod-template hash (DESIGN §1), track labels removed
+    template_hash: str = ""  # normalised pod-template hash (docs/design.md §1), no track keys
     reason: str = ""  # why not available, for the events
 
 
@@ -249,7 +250,7 @@ class ReleaseInfo:
         return self.latest is not None and self.latest.status.pending
 
     def fallback_base(self, before: int) -> int | None:
-        """The newest revision earlier than ``before`` that is not failed (DESIGN §1)."""
+        """The newest revision earlier than ``before`` that is not failed (docs/design.md §1)."""
         for rev in reversed(self.revisions):
             if rev.number < before and rev.status != RevisionStatus.FAILED:
                 return rev.number
@@ -339,7 +340,8 @@ class Observation:
 
 @dataclass(frozen=True)
 class Event:
-    """A named event (DESIGN §6); the emitter turns it into a log line and a Kubernetes Event."""
+    """A named event (docs/design.md §6); the emitter turns it into a log line and a
+    Kubernetes Event."""
 
     name: str
     fields: Mapping[str, Any] = field(default_factory=dict)
@@ -387,7 +389,7 @@ def _strings(value: Any) -> tuple[str, ...]:
 
 
 def state_to_json(state: RolloutState) -> str:
-    """Compact JSON for the ``canary.dev/state`` annotation (DESIGN §4)."""
+    """Compact JSON for the ``canary.dev/state`` annotation (docs/design.md §4)."""
     doc: dict[str, Any] = {
         "v": STATE_VERSION,
         "plan": state.plan,
@@ -445,7 +447,7 @@ def state_to_json(state: RolloutState) -> str:
 
 
 class StateError(ValueError):
-    """The persisted state cannot be read: treat it as lost (DESIGN §4)."""
+    """The persisted state cannot be read: treat it as lost (docs/design.md §4)."""
 
 
 def state_from_json(raw: str) -> RolloutState:

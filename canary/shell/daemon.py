@@ -1,4 +1,4 @@
-"""``canary run``: the in-cluster daemon (docs/design.md §3–§7, §9; issue 6).
+"""``canary run``: the in-cluster daemon (docs/design.md §3–§8).
 
 It wires the ports to their adapters and keeps the controller ticking:
 

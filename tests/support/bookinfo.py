@@ -1,4 +1,4 @@
-"""Bookinfo's ``reviews`` release living in the test doubles, for end-to-end runs (issues 5, 6).
+"""Bookinfo's ``reviews`` release living in the test doubles, for end-to-end runs.
 
 What a real cluster would do around canary, played by small parts that use only the doubles'
 public faces:

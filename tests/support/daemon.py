@@ -1,4 +1,4 @@
-"""``canary run`` as a subprocess against the doubles (issue 6): its kubeconfig points at the
+"""``canary run`` as a subprocess against the doubles: its kubeconfig points at the
 Kubernetes API double, its ``--helm-binary`` is the fake helm, its Prometheus the session's real
 one. Its JSON log lines (stderr) are read back as records for the assertions."""
 

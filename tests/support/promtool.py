@@ -1,4 +1,4 @@
-"""``promtool`` for exact PromQL values: rule unit tests and backfilled blocks (docs/design.md §8).
+"""``promtool`` for exact PromQL values: rule unit tests and backfilled blocks.
 
 Two ways to know a query's value exactly, without waiting on a clock:
 

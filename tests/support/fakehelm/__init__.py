@@ -1,4 +1,4 @@
-"""The fake ``helm`` executable and its test-side handle (docs/design.md §8, issue 5).
+"""The fake ``helm`` executable and its test-side handle (README: test doubles).
 
 ``tests/support/fakehelm/helm`` is a standalone script; :class:`FakeHelm` creates its state
 file, installs releases, sets failure controls and reads back calls and history. Pass
