@@ -44,6 +44,12 @@ SETTINGS: list[tuple[str, str, object, str, str]] = [
     ("--context", "prod", "prod", "CANARY_CONTEXT", "context"),
     ("--port", "9091", 9091, "CANARY_PORT", "port"),
     ("--log-format", "console", "console", "CANARY_LOG_FORMAT", "logFormat"),
+    ("--prometheus-bearer-token-file", "/t", "/t", "CANARY_PROMETHEUS_BEARER_TOKEN_FILE",
+     "prometheusAuth.bearerTokenFile"),
+    ("--prometheus-ca-file", "/ca", "/ca", "CANARY_PROMETHEUS_CA_FILE", "prometheusAuth.caFile"),
+    ("--prometheus-username", "ci", "ci", "CANARY_PROMETHEUS_USERNAME", "prometheusAuth.username"),
+    ("--prometheus-password-file", "/pw", "/pw", "CANARY_PROMETHEUS_PASSWORD_FILE",
+     "prometheusAuth.passwordFile"),
 ]  # fmt: skip
 
 
@@ -58,7 +64,17 @@ def _value(config: ControllerConfig, key: str) -> object:
         "context": config.context,
         "port": config.port,
         "logFormat": config.log_format,
+        "prometheusAuth.bearerTokenFile": config.prometheus_auth.bearer_token_file,
+        "prometheusAuth.caFile": config.prometheus_auth.ca_file,
+        "prometheusAuth.username": config.prometheus_auth.username,
+        "prometheusAuth.passwordFile": config.prometheus_auth.password_file,
     }[key]
+
+
+def _file_doc(key: str, value: object) -> dict[str, object]:
+    """``a.b: v`` as the nested mapping a config file holds."""
+    head, _, rest = key.partition(".")
+    return {head: _file_doc(rest, value) if rest else value}
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
@@ -86,10 +102,15 @@ def test_every_command_takes_every_common_setting_three_ways(
     assert _value(config_of(by_env), key) == merged
     monkeypatch.delenv(env)
     config = tmp_path / "canary.yaml"
-    value = "[a, b]" if key == "namespaces" else given
-    config.write_text(f"{key}: {value}\n")
+    value: object = ["a", "b"] if key == "namespaces" else given
+    if key == "port":
+        value = int(given)
+    config.write_text(yaml.safe_dump(_file_doc(key, value)))
     by_file = _parse([*argv, "--config", str(config)])
     assert _value(config_of(by_file), key) == merged
+    # the file named by CANARY_CONFIG instead of --config
+    monkeypatch.setenv("CANARY_CONFIG", str(config))
+    assert _value(config_of(_parse(argv)), key) == merged
 
 
 def test_a_flag_beats_the_environment_which_beats_the_file(
