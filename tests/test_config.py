@@ -366,6 +366,18 @@ SOURCE_ERRORS = [
         id="url-without-scheme",
     ),
     pytest.param(
+        {"CANARY_PROMETHEUS_URL": "http:/prom:9090"},
+        [],
+        'CANARY_PROMETHEUS_URL: "http:/prom:9090" is not a URL (write "http://prom:9090")',
+        id="url-slash-missing",
+    ),
+    pytest.param(
+        {},
+        ["--prometheus-url", "HTTPS:prom"],
+        '--prometheus-url: "HTTPS:prom" is not a URL (write "https://prom")',
+        id="url-slashes-missing",
+    ),
+    pytest.param(
         {"CANARY_PROMETHEUS_URL": "http://"},
         [],
         'CANARY_PROMETHEUS_URL: "http://" has no host (write e.g. '

@@ -108,6 +108,7 @@ _URL = re.compile(
     r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*)://(?P<netloc>[^/?#]*)(?P<rest>[/?#].*)?",
     re.DOTALL,
 )
+_MANGLED_SCHEME = re.compile(r"(?P<scheme>https?):/?(?P<rest>[^/].*)", re.IGNORECASE | re.DOTALL)
 _HOST_PORT = re.compile(r"(?P<host>\[[0-9A-Fa-f:.]+\]|[^:\[\]]*)(?::(?P<port>[^:]*))?")
 
 
@@ -118,6 +119,10 @@ def url(value: object, text: bool) -> str:
         return given  # unset; commands that need it say so (load_config require=)
     parts = _URL.fullmatch(given)
     if parts is None:
+        mangled = _MANGLED_SCHEME.fullmatch(given)
+        if mangled is not None:  # "http:/prom", "https:prom": the slashes went missing
+            fixed = f"{mangled['scheme'].lower()}://{mangled['rest']}"
+            raise Invalid(f"{show(given)} is not a URL", f'write "{fixed}"')
         if "://" not in given:
             raise Invalid(f"{show(given)} is not a URL", f'write "http://{given}"')
         raise Invalid(f"{show(given)} is not a URL", f"write e.g. {_URL_EXAMPLE}")
