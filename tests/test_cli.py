@@ -16,7 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 BAD = sorted((ROOT / "tests" / "fixtures" / "plans" / "bad").glob("*.yaml"))
 PLAN = str(ROOT / "config" / "plans" / "reviews.yaml")
 #: Every plan shipped for users: each must pass `good`, be rolled back by `bad-errors` and demo.
-SHIPPED = sorted((ROOT / "config" / "plans").glob("*.yaml"))
+SHIPPED = sorted(
+    [
+        *(ROOT / "config" / "plans").glob("*.yaml"),
+        *(ROOT / "deploy" / "examples").glob("*/plan.yaml"),
+    ]
+)
 
 
 def run(*argv: str) -> tuple[int, str, str]:
@@ -165,10 +170,14 @@ def test_demo_shows_good_then_bad_release() -> None:
 
 
 def test_there_are_shipped_plans() -> None:
-    assert {p.name for p in SHIPPED} >= {"reviews.yaml", "ratings.yaml"}
+    assert {str(p.relative_to(ROOT)) for p in SHIPPED} >= {
+        "config/plans/reviews.yaml",
+        "config/plans/ratings.yaml",
+        "deploy/examples/podinfo/plan.yaml",
+    }
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 @pytest.mark.parametrize(
     ("scenario", "code", "outcome"),
     [("good", 0, "outcome: Succeeded: "), ("bad-errors", 1, "outcome: RolledBack: ")],
@@ -183,7 +192,7 @@ def test_every_shipped_plan_passes_good_and_is_rolled_back_by_bad_errors(
     assert "no data" not in line
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(ROOT)))
 def test_demo_runs_for_every_shipped_plan(path: Path) -> None:
     code, out, _ = run("demo", "--fast", "--plan", str(path))
     assert code == 0

@@ -62,8 +62,13 @@ helm install canary "$ROOT/deploy/helm/canary" --namespace canary-system --creat
   --set-file 'plans.files.podinfo\.yaml'="$ROOT/deploy/examples/podinfo/plan.yaml" --wait
 kubectl -n canary-system rollout status deploy/canary --timeout 180s
 
-# the CLI from this checkout, against the kind cluster (the current kubectl context)
-canary() { python3 -m canary.cli "$@"; }
+# the CLI from this checkout, installed as the getting-started guide installs it (a venv with
+# the pinned runtime dependencies), against the kind cluster (the current kubectl context)
+VENV=${VENV:-$ROOT/.venv}
+[[ -x "$VENV/bin/canary" ]] || {
+  python3 -m venv "$VENV" && "$VENV/bin/pip" install -q -c "$ROOT/constraints.txt" "$ROOT"
+}
+canary() { "$VENV/bin/canary" "$@"; }
 
 step "4. a good release → Succeeded (exit 0), promotion → Idle"
 helm upgrade podinfo "$ROOT/deploy/examples/podinfo/chart" --namespace demo --reuse-values \
