@@ -288,6 +288,48 @@ def test_a_canary_redeployed_after_its_rollout_ended_is_a_new_rollout_for_wait(r
     assert rig.app.state().rollout_id.endswith("-2")  # type: ignore[union-attr]
 
 
+def _idle_after(rig: Rig, outcome: str) -> int:
+    """A plan back at Idle whose state still names the rollout that ended: the promoted
+    revision after a success, the hand-fixed one after a failed rollback."""
+    if outcome == "promoted":
+        revision = rig.app.upgrade("1.20.2")
+        rig.until(Phase.SUCCEEDED)
+        rig.app.promote("1.20.2")
+    else:
+        rig.metrics.error_rate = 0.3
+        rig.app.helm.fail_next(3)
+        revision = rig.app.upgrade("1.20.2")
+        rig.until(Phase.ROLLBACK_FAILED)
+        fixed = rig.app.helm.run("rollback", "reviews", "1", "--namespace", rig.namespace)
+        assert fixed.returncode == 0, fixed.stderr
+    rig.until(Phase.IDLE)
+    state = rig.app.state()
+    assert state is not None and state.last is not None and state.last.rollout_id
+    return revision
+
+
+@pytest.mark.parametrize("outcome", ["promoted", "rollback-failed"])
+@pytest.mark.parametrize("form", ["plan-file", "namespace/name", "revision"])
+def test_wait_on_an_idle_plan_never_reports_the_previous_rollouts_outcome(
+    rig: Rig, outcome: str, form: str
+) -> None:
+    """Idle, with the last rollout's outcome in its state: wait answers for the next rollout
+    only, and with none it times out (3), never the old 0 or 4."""
+    revision = _idle_after(rig, outcome)
+    rig.metrics.error_rate = 0.0
+    target = {"plan-file": [str(rig.plan_file)], "namespace/name": [rig.key]}.get(
+        form, [str(rig.plan_file), "--revision", str(revision)]
+    )
+    code, out, err = rig.run(["wait", *target, "--timeout", "1m"], clock=rig.clock.seconds)
+    assert code == exitcodes.TIMEOUT, out + err
+    assert "no verdict" in err
+    if form == "revision":
+        return  # that revision's rollout is over: there is no next one to bind to
+    rig.app.upgrade("1.20.3")  # the next rollout: wait answers for it
+    code, out, _ = rig.run(["wait", *target, "--timeout", "5m"])
+    assert code == exitcodes.SUCCEEDED, out
+
+
 # --- commands -----------------------------------------------------------------------------
 
 

@@ -44,3 +44,7 @@ class Clock:
 
     def now(self) -> datetime:
         return self.now_
+
+    def seconds(self) -> float:
+        """Read as ``time.monotonic`` is: seconds, moving only when the test moves them."""
+        return self.now_.timestamp()
