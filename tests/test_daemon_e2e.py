@@ -259,6 +259,44 @@ def test_a_canary_whose_pods_fail_at_50_percent_is_rolled_back(cluster: Cluster)
     assert "available" in reverted["reason"]
 
 
+def test_at_rest_the_ticks_read_memory_and_the_api_server_sees_only_watches_and_the_lease(
+    cluster: Cluster,
+) -> None:
+    daemon = cluster.canary()
+    daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+    daemon.wait_event(ev.LEADER_ACQUIRED)
+    # start-up's two lists of VirtualServices are done: the watch's and the new leader's one
+    # look for orphaned rollouts
+    daemon.wait_for(
+        lambda _: len(cluster.kubeapi.requests.filter(verb="list", resource="virtualservices")) >= 2
+    )
+
+    def ticks() -> float:
+        return metrics(daemon)[("canary_plan_ticks_total", frozenset())]
+
+    def reads() -> float:
+        return metrics(daemon)[("canary_cache_reads_total", frozenset({("result", "hit")}))]
+
+    daemon.wait_for(lambda _: ticks() >= 1)
+    start, ticked, hits = len(cluster.kubeapi.requests.all()), ticks(), reads()
+    # changes that concern the plan but change nothing it decides on: each wakes its tick
+    for n in range(5):
+        cluster.kubeapi.edit(
+            "apps", "v1", "deployments", cluster.app.namespace, STABLE,
+            lambda d, n=n: d["metadata"].setdefault("annotations", {}).update(touched=str(n)),
+        )  # fmt: skip
+        daemon.wait_for(lambda _, n=n: ticks() >= ticked + n + 1)
+    assert reads() >= hits + 5 * 3  # VirtualService, two Deployments per tick, at least
+    calls = {
+        (r.verb, r.resource)
+        for r in cluster.kubeapi.requests.all()[start:]
+        if r.resource  # discovery aside
+    }
+    watches = {("watch", kind) for kind in ("virtualservices", "deployments", "secrets")}
+    assert calls <= watches | {("get", "leases"), ("update", "leases")}, calls
+    assert cluster.phase() is Phase.IDLE
+
+
 def test_sigterm_exits_cleanly_and_releases_the_lease(cluster: Cluster) -> None:
     daemon = cluster.canary()
     daemon.wait_event("leader.acquired")

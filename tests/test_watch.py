@@ -217,7 +217,7 @@ def test_plans_added_and_removed_later_start_and_end_their_watches(
     other = Interest(plan="other/x", namespace="other", deployments=frozenset({"x"}))
     watcher, calls = watching(interests=[other])
     watcher.set_interests([other, *interests_of([plan()])])
-    wait_until(lambda: len(cluster.requests.filter(verb="watch", namespace=NS)) == 2)
+    wait_until(lambda: len(cluster.requests.filter(verb="watch", namespace=NS)) == 3)
     set_image(cluster, "reviews-v3", "marker:4")
     calls.wait_for(about("reviews-v3"))
     watcher.set_interests([other])
@@ -287,7 +287,9 @@ def test_server_errors_are_retried_and_the_watcher_recovers(cluster: KubeApiServ
         Watcher(cluster.client(), calls, interests_of([plan()]), **FAST) as watcher,
     ):
         wait_until(lambda: failing_list.exhausted and failing_watch.exhausted)
-        wait_until(lambda: watcher.stats.watches >= 4)
+        # both streams watching again: a watch of each kind answered 200
+        for kind in ("deployments", "virtualservices"):
+            wait_until(lambda k=kind: cluster.requests.filter(verb="watch", resource=k, status=200))
         set_image(cluster, "reviews-v3", "recovered:1")
         calls.wait_for(about("reviews-v3"))
         set_weights(cluster, 50, 50)
@@ -325,7 +327,7 @@ def test_forbidden_is_logged_with_verb_and_resource_and_retried(cluster: KubeApi
             if e["event"] == ev.WATCH_RETRYING
         )
         cluster.allow(denial)
-        wait_until(lambda: watcher.stats.watches >= 2)
+        wait_until(lambda: cluster.requests.filter(verb="watch", resource="deployments"))
         set_image(cluster, "reviews-v3", "granted:1")
         calls.wait_for(about("reviews-v3"))
 

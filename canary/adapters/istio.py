@@ -140,6 +140,10 @@ class IstioRouter:
         return f"{PLURAL}.{GROUP} {plan.namespace}/{plan.virtual_service.name}"
 
     def read(self, plan: Plan) -> RouteView:
+        return self.fetch(plan)
+
+    def fetch(self, plan: Plan) -> RouteView:
+        """The VirtualService as the API server has it now (a GET)."""
         vs = call(
             lambda: self._custom.get_namespaced_custom_object(
                 GROUP,
@@ -164,7 +168,7 @@ class IstioRouter:
         state_json: str,
         drop_command: bool,
     ) -> RouteView:
-        vs = view.obj if view.obj is not None else self.read(plan).obj
+        vs = view.obj if view.obj is not None else self.fetch(plan).obj
         assert vs is not None
         ops = build_patch(
             vs,
@@ -194,7 +198,7 @@ class IstioRouter:
             # A failed `test` op is a 422 whose body says nothing about the test ("the server
             # rejected our request due to an error in our request"): re-read to tell a write
             # in between (a conflict: decide again) from a patch that is really invalid.
-            if self.read(plan).version != view.version:
+            if self.fetch(plan).version != view.version:
                 raise ConflictError(f"{self._what(plan)} changed since it was read") from exc
             raise
         if not isinstance(updated, Mapping):

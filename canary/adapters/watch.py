@@ -1,12 +1,12 @@
-"""Watches on Deployments and VirtualServices: a new canary or a weight drift is noticed within a
-second, with a periodic resync as a safety net.
+"""Watches on Deployments, VirtualServices and helm's release Secrets: a new canary, a weight
+drift or a helm release change is noticed within a second, with a periodic resync as a safety
+net, and (given a :class:`~canary.adapters.cache.ClusterCache`) the objects are kept in memory
+for the ticks to read.
 
 :class:`Watcher` runs, per watched resource kind and namespace (or per kind, cluster-wide), a
-thread that lists once and then watches from the list's resourceVersion with
-``kubernetes.watch.Watch``, each watch request bounded by the server-side ``timeoutSeconds`` and
-resumed from the last resourceVersion seen (bookmarks included). A 410 Expired re-lists and
-reports what changed meanwhile; any other failure is logged and retried after a capped,
-jittered backoff. Nothing raises into the caller.
+list+watch loop on a thread of its own (:mod:`canary.adapters.watchstream`: resumed from the
+last resourceVersion, re-listed on 410 and every ``relist_interval``, failures retried with
+backoff). Nothing raises into the caller.
 
 Events are mapped back to the plans whose objects they concern (:class:`Interest`) and
 debounced: every event for a plan within ``debounce`` seconds of the first one yields a single
@@ -17,45 +17,35 @@ VirtualService event carrying a resourceVersion the caller reported with
 closes, so a note made just after the write returned still counts).
 
 Deployment status-only updates are *not* filtered: availability lives in the status. A stream's
-first list reports nothing (whoever adds a plan reads its objects anyway); a re-list after 410
-reports every object that changed or vanished since the last one seen.
-
-``kubernetes.watch.Watch`` facts this module relies on (client 37): with ``timeout_seconds`` set,
-``stream()`` makes one request and does not retry a 410 itself (it raises
-``ApiException(status=410)``); ``stop()`` from another thread shuts the socket down, and the
-blocked generator then raises urllib3's ``ProtocolError`` (not a clean end); ``stream()``
-clears the stop flag when it (re)starts, so a ``stop()`` issued just before is lost — hence
-:meth:`_Stream.join` repeats it; ``timeout_seconds`` must be an ``int`` (pydantic-validated).
+first list reports nothing (whoever adds a plan reads its objects anyway); a re-list reports
+every object that changed or vanished since the last one seen.
 """
 
 from __future__ import annotations
 
-import json
-import random
 import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import structlog
-from kubernetes import client, watch
-from kubernetes.client.exceptions import ApiException
+from kubernetes import client
 
-from canary.adapters.istio import GROUP, PLURAL, IstioRouter
-from canary.adapters.kube import DEFAULT_REQUEST_TIMEOUT, translate
+from canary.adapters.cache import DEPLOYMENTS, SECRETS, VIRTUAL_SERVICES, ClusterCache
+from canary.adapters.istio import IstioRouter
+from canary.adapters.watchstream import KINDS, Stream
 from canary.core import events as ev
 from canary.core.plan import Plan
 
 log = structlog.get_logger("canary")
 
-#: The two watched kinds (the plural resource names).
-DEPLOYMENTS = "deployments"
-VIRTUAL_SERVICES = PLURAL
-KINDS = (DEPLOYMENTS, VIRTUAL_SERVICES)
-_SINGULAR = {DEPLOYMENTS: "deployment", VIRTUAL_SERVICES: "virtualservice"}
+_SINGULAR = {
+    DEPLOYMENTS: "deployment",
+    VIRTUAL_SERVICES: "virtualservice",
+    SECRETS: "helm release",
+}
 
 #: Server-side ``timeoutSeconds`` of one watch request; the stream is then resumed.
 WATCH_TIMEOUT_S = 60
@@ -63,6 +53,9 @@ WATCH_TIMEOUT_S = 60
 DEBOUNCE_S = 0.1
 #: Every plan is called back this often, whatever the watches saw.
 RESYNC_INTERVAL_S = 30.0
+#: Each stream lists again this often: the long resync under the cache, repairing whatever a
+#: watch may have missed (the API server's own watch cache is the usual source of the events).
+RELIST_INTERVAL_S = 600.0
 #: Retry delays after a failure: first, cap (doubling in between, ±20 % jitter).
 BACKOFF_S = (1.0, 30.0)
 #: How long :meth:`Watcher.stop` waits for its threads.
@@ -83,15 +76,18 @@ class Interest:
     namespace: str
     deployments: frozenset[str] = frozenset()
     virtual_services: frozenset[str] = frozenset()
+    #: helm releases as (namespace, name): their storage Secrets (a release may live elsewhere)
+    releases: frozenset[tuple[str, str]] = frozenset()
 
     @classmethod
     def of(cls, plan: Plan) -> Interest:
-        """A plan's stable and canary Deployments and its VirtualService."""
+        """A plan's stable and canary Deployments, its VirtualService and its helm release."""
         return cls(
             plan=plan.key,
             namespace=plan.namespace,
             deployments=frozenset({plan.workloads.stable, plan.workloads.canary}),
             virtual_services=frozenset({plan.virtual_service.name}),
+            releases=frozenset({(plan.release.namespace, plan.release.name)}),
         )
 
 
@@ -131,199 +127,6 @@ class WatchStats:
             setattr(self, counter, getattr(self, counter) + n)
 
 
-class _Backoff:
-    def __init__(self, first: float, cap: float) -> None:
-        self._first = first
-        self._cap = cap
-        self._next = first
-
-    def reset(self) -> None:
-        self._next = self._first
-
-    def delay(self) -> float:
-        delay = self._next * random.uniform(0.8, 1.2)
-        self._next = min(self._cap, self._next * 2)
-        return min(self._cap, delay)
-
-
-def _describe(exc: BaseException, verb: str, what: str) -> str:
-    if isinstance(exc, Exception):
-        try:
-            return str(translate(exc, verb=verb, what=what))
-        except Exception:
-            pass
-    return f"{verb} {what}: {type(exc).__name__}: {exc}"
-
-
-class _Stream:
-    """One list+watch loop (one kind, one namespace or all) on a thread of its own."""
-
-    def __init__(self, owner: Watcher, kind: str, namespace: str) -> None:
-        self.owner = owner
-        self.kind = kind
-        self.namespace = namespace
-        self.halted = threading.Event()
-        self._watch: Any = None
-        self._known: dict[_Key, str] = {}
-        self._listed = False
-        self._rv = ""
-        self._received = 0  # watch events, bookmarks included
-        self._backoff = _Backoff(*owner.backoff)
-        scope = namespace or "*"
-        self.thread = threading.Thread(
-            target=self._run, name=f"canary-watch:{kind}:{scope}", daemon=True
-        )
-
-    @property
-    def what(self) -> str:
-        resource = "deployments.apps" if self.kind == DEPLOYMENTS else f"{PLURAL}.{GROUP}"
-        return f"{resource} in {self.namespace or 'all namespaces'}"
-
-    # --- lifecycle -----------------------------------------------------------------------
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def halt(self) -> None:
-        """Ask the loop to end and cut its open watch (safe to call repeatedly: ``Watch.stream``
-        resets its own stop flag when it (re)opens, so a single early call could be lost)."""
-        self.halted.set()
-        current = self._watch
-        if current is not None:
-            current.stop()
-
-    def join(self, deadline: float) -> bool:
-        while self.thread.is_alive() and time.monotonic() < deadline:
-            self.halt()
-            self.thread.join(min(0.05, max(0.0, deadline - time.monotonic())))
-        return not self.thread.is_alive()
-
-    # --- the loop -------------------------------------------------------------------------
-
-    def _functions(self) -> tuple[Callable[..., Any], tuple[Any, ...]]:
-        """The list function and its positional arguments (the watch uses the same)."""
-        api = self.owner.api
-        if self.kind == DEPLOYMENTS:
-            apps = client.AppsV1Api(api)
-            if self.namespace:
-                return apps.list_namespaced_deployment, (self.namespace,)
-            return apps.list_deployment_for_all_namespaces, ()
-        custom = client.CustomObjectsApi(api)
-        version = self.owner.virtual_service_version()
-        if self.namespace:
-            return custom.list_namespaced_custom_object, (GROUP, version, self.namespace, PLURAL)
-        return custom.list_cluster_custom_object, (GROUP, version, PLURAL)
-
-    def _run(self) -> None:
-        self._watch = watch.Watch(return_type="object")  # type: ignore[no-untyped-call]
-        need_list = True
-        expired_at = -1  # events received when the last 410 came
-        while not self.halted.is_set() and not self.owner.stopping:
-            verb = "list" if need_list else "watch"
-            try:
-                fn, args = self._functions()
-                if need_list:
-                    self._list(fn, args)
-                    need_list = False
-                began, seen = time.monotonic(), self._received
-                self._watch_once(fn, args)
-                if time.monotonic() - began < 1.0 and self._received == seen:
-                    # ended at once with nothing to say (a proxy cutting streams?): no hot loop
-                    self.halted.wait(self._backoff.delay())
-                else:
-                    self._backoff.reset()
-            except ApiException as exc:
-                if self.halted.is_set():
-                    break
-                if exc.status == 410:  # Expired: our resourceVersion is too old
-                    self.owner.stats.add("expired")
-                    log.info(ev.WATCH_EXPIRED, what=self.what, reason=str(exc.reason))
-                    if self._received == expired_at:  # again, with nothing seen since: no spin
-                        self.halted.wait(self._backoff.delay())
-                    expired_at = self._received
-                    need_list = True
-                    continue
-                self._failed(exc, verb)
-            except Exception as exc:  # never raise out of the thread
-                if self.halted.is_set():
-                    break
-                self._failed(exc, verb)
-
-    def _failed(self, exc: Exception, verb: str) -> None:
-        delay = self._backoff.delay()
-        log.warning(
-            ev.WATCH_RETRYING,
-            what=self.what,
-            error=_describe(exc, verb, self.what),
-            delay=round(delay, 1),
-        )
-        self.owner.stats.add("errors")
-        self.halted.wait(delay)
-
-    def _list(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        resp: Any = fn(*args, _preload_content=False, _request_timeout=DEFAULT_REQUEST_TIMEOUT)
-        try:
-            body = json.loads(resp.data)
-        finally:
-            resp.release_conn()
-        if not isinstance(body, Mapping):
-            raise ValueError(f"list {self.what}: unexpected answer {str(body)[:200]}")
-        current: dict[_Key, str] = {}
-        for item in body.get("items") or []:
-            meta = item.get("metadata") or {}
-            key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-            current[key] = str(meta.get("resourceVersion") or "")
-        self._rv = str((body.get("metadata") or {}).get("resourceVersion") or "")
-        stats = self.owner.stats
-        stats.add("lists")
-        if self._listed:  # a re-list: report what changed while we were not watching
-            stats.add("relists")
-            known = self._known
-            for key in sorted(set(known) | set(current)):
-                if known.get(key) != current.get(key):
-                    rv = current.get(key, "")
-                    what = "changed" if key in current else "deleted"
-                    self.owner.changed(self.kind, key, rv, f"{what} (re-list)")
-        self._known = current
-        self._listed = True
-
-    def _watch_once(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> None:
-        owner = self.owner
-        owner.stats.add("watches")
-        kwargs: dict[str, Any] = {
-            "timeout_seconds": int(owner.watch_timeout),
-            "allow_watch_bookmarks": True,
-            # the read timeout only catches a connection that died silently
-            "_request_timeout": (DEFAULT_REQUEST_TIMEOUT[0], owner.watch_timeout + 15.0),
-        }
-        if self._rv:
-            kwargs["resource_version"] = self._rv
-        for event in self._watch.stream(fn, *args, **kwargs):
-            if self.halted.is_set():
-                break
-            self._event(str(event.get("type")), event.get("raw_object"))
-
-    def _event(self, etype: str, obj: Any) -> None:
-        if not isinstance(obj, Mapping):
-            return
-        self._received += 1
-        meta = obj.get("metadata") or {}
-        rv = str(meta.get("resourceVersion") or "")
-        if rv:
-            self._rv = rv
-        if etype == "BOOKMARK":
-            return
-        self.owner.stats.add("events")
-        key = (str(meta.get("namespace") or ""), str(meta.get("name") or ""))
-        if etype == "DELETED":
-            self._known.pop(key, None)
-        else:
-            if self._known.get(key) == rv:  # already seen (a replay after a resume)
-                return
-            self._known[key] = rv
-        self.owner.changed(self.kind, key, rv, etype.lower())
-
-
 class Watcher:
     """Calls ``on_change(plan_keys, reason)`` soon after a Deployment or VirtualService that
     some plan depends on changes, and for every plan each ``resync_interval`` seconds.
@@ -347,8 +150,12 @@ class Watcher:
         watch_timeout: int = WATCH_TIMEOUT_S,
         backoff: tuple[float, float] = BACKOFF_S,
         stop_timeout: float = STOP_TIMEOUT_S,
+        relist_interval: float = RELIST_INTERVAL_S,
+        cache: ClusterCache | None = None,
     ) -> None:
         self.api = api
+        self.cache = cache
+        self.relist_interval = relist_interval
         self.on_change = on_change
         self.cluster_wide = cluster_wide
         self.resync_interval = resync_interval
@@ -364,8 +171,8 @@ class Watcher:
         self._index: dict[str, dict[_Key, frozenset[str]]] = {k: {} for k in KINDS}
         self._plans: frozenset[str] = frozenset()
         self._scopes: set[tuple[str, str]] = set()
-        self._streams: dict[tuple[str, str], _Stream] = {}
-        self._retired: list[_Stream] = []
+        self._streams: dict[tuple[str, str], Stream] = {}
+        self._retired: list[Stream] = []
         self._pending: dict[str, list[_Change]] = {}
         self._due: dict[str, float] = {}
         self._own: dict[_Key, deque[str]] = {}
@@ -411,8 +218,10 @@ class Watcher:
             ):
                 for name in names:
                     index[kind].setdefault((ns, name), set()).add(interest.plan)
+            for release in interest.releases:
+                index[SECRETS].setdefault(release, set()).add(interest.plan)
         scopes = (
-            {(kind, "") for kind in KINDS}
+            {(kind, "") for kind in KINDS if kind != SECRETS or index[SECRETS]}
             if self.cluster_wide
             else {(kind, ns) for kind in KINDS for (ns, _) in index[kind]}
         )
@@ -485,13 +294,15 @@ class Watcher:
     def _reconcile_streams(self) -> None:
         """Start the missing streams, halt the ones no longer wanted (lock held)."""
         for scope in sorted(self._scopes - set(self._streams)):
-            stream = _Stream(self, *scope)
+            stream = Stream(self, *scope)
             self._streams[scope] = stream
             stream.start()
         for scope in set(self._streams) - self._scopes:
             stream = self._streams.pop(scope)
             stream.halt()
             self._retired.append(stream)
+            if self.cache is not None:  # no longer watched: never served from memory again
+                self.cache.drop(*scope)
         self._retired = [s for s in self._retired if s.thread.is_alive()]
 
     def changed(self, kind: str, key: _Key, resource_version: str, what: str) -> None:
@@ -586,7 +397,9 @@ __all__ = [
     "DEBOUNCE_S",
     "DEPLOYMENTS",
     "KINDS",
+    "RELIST_INTERVAL_S",
     "RESYNC_INTERVAL_S",
+    "SECRETS",
     "VIRTUAL_SERVICES",
     "WATCH_TIMEOUT_S",
     "Interest",

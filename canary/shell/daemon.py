@@ -54,11 +54,10 @@ from apscheduler.executors.pool import ThreadPoolExecutor as JobPool
 from apscheduler.jobstores.base import JobLookupError
 from apscheduler.schedulers.background import BackgroundScheduler
 
+from canary.adapters.cache import CachedHistory, CachedRouter, CachedWorkloads, ClusterCache
 from canary.adapters.helm import DEFAULT_ROLLBACK_GRACE, HelmReleases
-from canary.adapters.helmstore import SecretHistory
 from canary.adapters.httpserver import HealthServer
-from canary.adapters.istio import IstioRouter
-from canary.adapters.kube import BackgroundEventSink, KubeEventSink, KubeWorkloads, connect
+from canary.adapters.kube import BackgroundEventSink, KubeEventSink, connect
 from canary.adapters.lease import LeaderElector
 from canary.adapters.notify import Notifications, notifier_from_files
 from canary.adapters.prometheus import PrometheusConfig, PrometheusSource
@@ -156,7 +155,10 @@ class Daemon:
             config.notifications.slack_webhook_file, config.notifications.webhook_file
         )
         self.api = connect(config.kubeconfig, config.context)
-        self.router = IstioRouter(self.api)
+        # Ticks read the objects from memory, fed by the watches (a GET only while a namespace
+        # is not listed yet, its watch is failing, or after a write conflict)
+        self.cache = ClusterCache()
+        self.router = CachedRouter(self.api, self.cache)
         # Events have a client (and rate limit) of their own and post from their own thread
         self.sink = BackgroundEventSink(KubeEventSink(connect(config.kubeconfig, config.context)))
         self.prometheus = PrometheusSource(
@@ -171,7 +173,7 @@ class Daemon:
         self.helm = helm = HelmReleases(
             config.helm_binary, kube_context=config.context, kubeconfig=config.kubeconfig
         )
-        releases = TimedReleases(SecretHistory(self.api, helm), self.telemetry)
+        releases = TimedReleases(CachedHistory(self.api, helm, self.cache), self.telemetry)
         self.elector = LeaderElector(
             self.api,
             name=config.lease.name,
@@ -185,7 +187,7 @@ class Daemon:
         self.controller = Controller(
             ports=Ports(
                 router=self.router,
-                workloads=KubeWorkloads(self.api),
+                workloads=CachedWorkloads(self.api, self.cache),
                 metrics=self.prometheus,
                 releases=releases,
                 clock=self.clock,
@@ -201,7 +203,8 @@ class Daemon:
         )
         self.batcher = TickBatcher(self._tick_batch)
         self.plans = PlanSource(config.plans)
-        self.watcher = Watcher(self.api, self._on_change)
+        self.watcher = Watcher(self.api, self._on_change, cache=self.cache)
+        self.telemetry.watch_cache(lambda: (self.cache.stats.hits, self.cache.stats.misses))
         self.scheduler = BackgroundScheduler(
             executors={"default": JobPool(TICK_WORKERS)},
             job_defaults={
@@ -536,7 +539,7 @@ class Daemon:
         try:
             return self.controller.tick(keys)
         finally:
-            self.telemetry.tick_completed()
+            self.telemetry.tick_completed(plans=len(keys))
 
     def _after_tick(self, key: str, decision: Decision) -> None:
         state = decision.state

@@ -39,6 +39,11 @@ controller serves, ``metric`` a metric name of that plan, the others are enumera
 ``canary_seconds_since_last_tick`` gauge
     Computed at scrape time from :meth:`Telemetry.tick_completed` (before the first tick: since
     this object was made); a growing value means a wedged tick loop.
+``canary_plan_ticks_total`` counter
+    Plans decided, one per plan per tick (:meth:`Telemetry.tick_completed`'s ``plans``).
+``canary_cache_reads_total{result}`` counter
+    Reads of the watch-fed cache (:meth:`Telemetry.watch_cache`): ``hit`` answered from
+    memory, ``miss`` sent to the API server (not listed yet, watch failing, after a conflict).
 ``canary_telemetry_errors_total`` counter
     Records this module failed to digest (a bug of ours: logged once, then only counted).
 
@@ -52,7 +57,7 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeGuard
 
@@ -66,6 +71,8 @@ from prometheus_client import (
     PlatformCollector,
     ProcessCollector,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from canary.core import events as ev
 from canary.core.model import Outcome, Phase, RolloutState, Verdict
@@ -237,6 +244,11 @@ class Telemetry:
             registry=r,
         )
         self.tick_age_gauge.set_function(self.tick_age)
+        self.plan_ticks = Counter(
+            "canary_plan_ticks_total",
+            "Plans decided, one per plan per tick.",
+            registry=r,
+        )
         self.errors = Counter(
             "canary_telemetry_errors_total",
             "Event records telemetry failed to digest (a bug; the first one is logged).",
@@ -393,11 +405,17 @@ class Telemetry:
         """One helm run (``command``: history | rollback) took ``seconds``."""
         self.helm_duration.labels(command, HELM_OK if ok else HELM_ERROR).observe(seconds)
 
-    def tick_completed(self, at_monotonic: float | None = None) -> None:
-        """A tick ended (``at_monotonic`` from :func:`time.monotonic`; default now)."""
+    def tick_completed(self, at_monotonic: float | None = None, plans: int = 0) -> None:
+        """A tick of ``plans`` plans ended (``at_monotonic`` from :func:`time.monotonic`;
+        default now)."""
         at = self._monotonic() if at_monotonic is None else at_monotonic
+        self.plan_ticks.inc(plans)
         with self._lock:
             self._last_tick = at
+
+    def watch_cache(self, reads: Callable[[], tuple[int, int]]) -> None:
+        """Export the cache's (hits, misses) as ``canary_cache_reads_total``, read at scrape."""
+        self.registry.register(_CacheReads(reads))
 
     def tick_age(self) -> float:
         """Seconds since the last completed tick (before the first one: since this object was
@@ -441,3 +459,21 @@ class TimedReleases:
             ok = True
         finally:
             self._telemetry.helm_call("rollback", time.monotonic() - started, ok)
+
+
+class _CacheReads(Collector):
+    """``canary_cache_reads_total{result}`` from the cache's own counters, at scrape time."""
+
+    def __init__(self, reads: Callable[[], tuple[int, int]]) -> None:
+        self._reads = reads
+
+    def collect(self) -> Iterator[Metric]:
+        hits, misses = self._reads()
+        family = CounterMetricFamily(
+            "canary_cache_reads",
+            "Reads of the watch-fed cache: hit from memory, miss sent to the API server.",
+            labels=["result"],
+        )
+        family.add_metric(["hit"], hits)
+        family.add_metric(["miss"], misses)
+        yield family

@@ -6,25 +6,29 @@ makes. The Lease is in role-lease.yaml.
 */}}
 {{- define "canary.rules" -}}
 # --- canary's own calls ----------------------------------------------------------------
-# istio.py: read the managed route's weights and canary.dev/state (get); write weights, state
-# and a consumed command in one JSON Patch with a resourceVersion test (patch).
-# watch.py: one list + watch per namespace for change notifications (list, watch).
+# istio.py: read the managed route's weights and canary.dev/state (get: before the first list,
+# after a write conflict); write weights, state and a consumed command in one JSON Patch with a
+# resourceVersion test (patch). watch.py: one list + watch per namespace, which feeds the cache
+# the ticks read (list, watch).
 - apiGroups: [networking.istio.io]
   resources: [virtualservices]
   verbs: [get, list, watch, patch]
-# kube.py: availability and pod-template hash of the stable and canary Deployments (get);
-# watch.py: change notifications (list, watch). canary never writes a Deployment itself.
+# kube.py: availability and pod-template hash of the stable and canary Deployments (get, until
+# the cache has listed them); watch.py: the cache and change notifications (list, watch).
+# canary never writes a Deployment itself.
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch]
 # helmstore.py: the release history, one list with labelSelector=owner=helm,name=<release>
-# (RBAC cannot narrow a list by label: this exposes every Secret of the namespace).
+# until the cache has listed them; watch.py: one list + watch with labelSelector=owner=helm per
+# namespace feeding the cache (RBAC cannot narrow a list or watch by label: this exposes every
+# Secret of the namespace, which helm rollback needs anyway).
 # helm rollback (its `secret` storage driver): the target revision (get), the release's
 # revisions (list), the new revision (create), the old one marked superseded (update), and
 # revisions beyond --history-max pruned (delete).
 - apiGroups: [""]
   resources: [secrets]
-  verbs: [get, list, create, update, delete]
+  verbs: [get, list, watch, create, update, delete]
 # kube.py KubeEventSink: one Event per rollout event (create); a repeat within 10 min bumps
 # its count (patch).
 - apiGroups: [""]
