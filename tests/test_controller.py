@@ -305,3 +305,66 @@ def test_every_write_is_reported_with_its_resource_version() -> None:
     assert seen and all(key == world.plan.key for key, _ in seen)
     assert seen[-1][1] == world.router.read(world.plan).version
     assert len({v for _, v in seen}) == len(seen)  # one new version per write
+
+
+# --- leadership lost in the middle of a tick -----------------------------------------------
+
+
+class Lease:
+    """``leader()`` that holds for the first ``grant`` questions of each tick, then is lost:
+    1 = at the tick's start only (lost before the write), 2 = for the write too (lost before
+    helm). ``grant=None``: always leader."""
+
+    def __init__(self) -> None:
+        self.grant: int | None = None
+        self.asked = 0
+
+    def __call__(self) -> bool:
+        self.asked += 1
+        return self.grant is None or self.asked <= self.grant
+
+    def tick(self, ctrl: Controller, grant: int | None) -> None:
+        self.grant, self.asked = grant, 0
+        ctrl.tick()
+        self.grant = None
+
+
+def progressing_bad_canary() -> tuple[SimWorld, Controller, Lease]:
+    world = SimWorld.create(reviews(), "bad-errors")
+    ctrl = controller_for(world)
+    lease = Lease()
+    ctrl.leader = lease
+    ctrl.tick()
+    world.release_canary()
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.PROGRESSING)
+    return world, ctrl, lease
+
+
+def test_a_lease_lost_between_observe_and_write_writes_nothing() -> None:
+    world, ctrl, lease = progressing_bad_canary()
+    writes, state = world.router.write_count, current_state(world)
+    for _ in range(60):  # 5 min of a failing canary: a breach is decided many times over
+        world.advance(timedelta(seconds=5))
+        lease.tick(ctrl, grant=1)
+    assert world.router.write_count == writes
+    assert current_state(world) == state
+    assert world.cluster.helm_calls == []
+    # the lease back: the failing canary is judged and rolled back as usual
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLED_BACK)
+    assert len(world.cluster.helm_calls) == 1
+
+
+def test_a_lease_lost_between_the_write_and_helm_starts_no_helm() -> None:
+    world, ctrl, lease = progressing_bad_canary()
+    for _ in range(60):
+        world.advance(timedelta(seconds=5))
+        lease.tick(ctrl, grant=2)
+        state = current_state(world)
+        if state is not None and state.phase is Phase.ROLLING_BACK:
+            break
+    assert state is not None and state.phase is Phase.ROLLING_BACK
+    assert state.weights == ALL_STABLE  # the write went through, with the lease
+    assert world.cluster.helm_calls == []  # helm did not: the lease was gone by then
+    # the next leader's tick (here: ours, the lease back) runs helm, once
+    assert run_until(world, ctrl, lambda s: s is not None and s.phase is Phase.ROLLED_BACK)
+    assert len(world.cluster.helm_calls) == 1
