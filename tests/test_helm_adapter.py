@@ -111,6 +111,20 @@ def test_a_rollback_outliving_its_timeout_is_left_running_never_killed(helm: Fak
     assert ("bookinfo", "reviews") not in r.running
 
 
+def test_a_helm_past_its_grace_is_left_to_finish_and_exits_0_by_itself(helm: FakeHelm) -> None:
+    """Helm's update outlasts our wait (--timeout 1s + grace 1s; a slow API server makes the
+    update take 3 s, which --timeout does not bound): we stop waiting, and helm, never
+    signalled, finishes the rollback and exits 0."""
+    helm.set(update_seconds=3)
+    r = releases(helm, rollback_grace=timedelta(seconds=1))
+    with pytest.raises(HelmError, match="left running"):
+        r.rollback(REL, 2, timedelta(seconds=1))
+    process = r.running[("bookinfo", "reviews")]
+    assert process.wait(timeout=15) == 0  # not -9 or -15: nobody killed it
+    last = helm.history("reviews", "bookinfo")[-1]
+    assert (last["status"], last["description"]) == ("deployed", rollback_description(2))
+
+
 def test_helm_environment_reaches_helm(helm: FakeHelm) -> None:
     """HELM_* (and the rest of the environment) pass through to the helm process."""
     r = HelmReleases(

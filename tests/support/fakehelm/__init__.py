@@ -19,6 +19,7 @@ State file layout (JSON)::
         "fail_next": [{"command": "rollback", "count": 1, "stderr": "Error: ...",
                        "exit_code": 1, "stage": "before" | "after-pending"}],
         "slow_seconds": 0, "hang_seconds": 0,   # number, or {"history": s, "rollback": s}
+        "update_seconds": 0,   # rollback: the Kubernetes update takes this long
         "leave_pending": false,
         "version": {"version": "v3.16.2", "git_commit": "...", ...}
       }
@@ -38,6 +39,10 @@ Semantics of the controls, as the script implements them:
   (``Release "REL" failed: timed out waiting for the condition``) and exits 1 with
   ``Error: release REL failed: timed out waiting for the condition``; the previous revision
   stays ``deployed``, as in helm.
+* ``update_seconds``: a rollback's Kubernetes update (step 3, after recording the pending
+  revision) takes this long, as against a slow API server. Not bounded by ``--timeout``: in
+  helm the timeout bounds ``--wait`` and hooks, not the update's requests. The rollback then
+  goes on and succeeds (exit 0): a helm that outlives the controller's patience by itself.
 * ``leave_pending``: consumed by the next rollback, which records N+1 ``pending-rollback``,
   waits its delay (bounded by ``--timeout``), and exits 1 with
   ``Error: release REL failed: context deadline exceeded`` **leaving N+1 pending** — a helm that
@@ -330,8 +335,16 @@ class FakeHelm:
             state["controls"].setdefault("fail_next", []).append(entry)
 
     def set(self, **controls: Any) -> None:
-        """Set controls: ``slow_seconds``, ``hang_seconds``, ``leave_pending``, ``version``."""
-        known = {"slow_seconds", "hang_seconds", "leave_pending", "version", "fail_next"}
+        """Set controls: ``slow_seconds``, ``hang_seconds``, ``update_seconds``,
+        ``leave_pending``, ``version``."""
+        known = {
+            "slow_seconds",
+            "hang_seconds",
+            "update_seconds",
+            "leave_pending",
+            "version",
+            "fail_next",
+        }
         unknown = set(controls) - known
         if unknown:
             raise ValueError(f"unknown controls {sorted(unknown)}")
