@@ -259,8 +259,25 @@ def test_a_breach_reverts_traffic_first_then_rolls_back_to_the_base(world: World
     idle_with_base(world, ctrl)
     assert world.app.upgrade(BAD_TAG) == 2
     world.kubeapi.requests.clear()
+
+    def reverts_to_stable(req: Any) -> bool:
+        return any(
+            op.get("path", "").endswith("/route/1/weight") and op.get("value") == 0
+            for op in (req.body if isinstance(req.body, list) else [])
+        )
+
+    # The API server takes 1.5 s to acknowledge the revert: helm must not start before it has.
+    held = world.kubeapi.hang(
+        1.5, method="PATCH", resource="virtualservices", when=reverts_to_stable
+    )
     run_until(world, ctrl, phase(Phase.ROLLED_BACK))
+    assert held.exhausted
     assert_rolled_back_once(world)
+    [revert] = [r for r in world.kubeapi.requests.writes() if reverts_to_stable(r)]
+    [helm_started] = [
+        c["at"] for c in world.app.helm.state()["calls"] if c["argv"][0] == "rollback"
+    ]
+    assert helm_started > revert.at, f"helm started {revert.at - helm_started:.3f} s before the ack"
     names = world.names()
     order = [
         ev.ROLLOUT_STARTED,

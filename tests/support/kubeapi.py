@@ -105,7 +105,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -521,6 +521,9 @@ class RecordedRequest(Request):
     status: int = 0
     response: Any = None
     detail: str = ""
+    #: wall-clock time (``time.time()``) the answer was sent: comparable with the fake helm's
+    #: own records, to order what the API server acknowledged against what helm did
+    at: float = field(default_factory=time.time)
 
 
 class RequestLog:
