@@ -63,7 +63,7 @@ class Cluster:
     def key(self) -> str:
         return f"{self.app.namespace}/reviews"
 
-    def canary(self, name: str = "canary", *extra: str) -> CanaryProcess:
+    def canary(self, name: str = "canary", *extra: str, session: bool = False) -> CanaryProcess:
         process = CanaryProcess(
             self.workdir,
             kube_url=self.kubeapi.url,
@@ -72,6 +72,7 @@ class Cluster:
             helm=self.app.helm,
             name=name,
             extra=extra,
+            session=session,
         )
         self.processes.append(process)
         return process.start()
@@ -314,6 +315,49 @@ def test_sigterm_exits_cleanly_and_releases_the_lease(cluster: Cluster) -> None:
     assert lease is not None
     assert not lease["spec"].get("holderIdentity")  # released, the next replica need not wait
     print(f"\nSIGTERM → exit {took:.2f} s")
+
+
+def lease_holder(cluster: Cluster) -> str:
+    lease = cluster.kubeapi.get_object(
+        "coordination.k8s.io", "v1", "leases", "canary-system", "canary-leader"
+    )
+    return str(((lease or {}).get("spec") or {}).get("holderIdentity") or "")
+
+
+@pytest.mark.parametrize("to", ["the process", "its process group"])
+def test_sigterm_while_helm_runs_keeps_the_lease_until_helm_finished_by_itself(
+    cluster: Cluster, to: str
+) -> None:
+    """SIGTERM during a helm rollback: the lease is held while helm runs (no standby may act),
+    helm is not signalled (not even by a signal to the daemon's whole process group) and
+    settles the release; then the lease is released and the daemon exits 0."""
+    cluster.traffic.fault(error_ratio=0.3)
+    cluster.app.helm.set(slow_seconds={"rollback": 4})  # helm's --wait takes 4 s
+    daemon = cluster.canary(session=to != "the process")
+    daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+    holder = lease_holder(cluster)
+    assert holder
+    cluster.app.upgrade(BAD_TAG)
+    daemon.wait_event(ev.ROLLBACK_HELM_STARTED, plan=cluster.key)
+    if to == "the process":
+        daemon.signal(signal.SIGTERM)
+    else:
+        daemon.signal_group(signal.SIGTERM)
+    assert daemon.process is not None
+    held_while_helm_ran: list[str] = []
+    while daemon.process.poll() is None:
+        history = cluster.app.helm.history(RELEASE, cluster.app.namespace)
+        if history[-1]["status"] == "pending-rollback":
+            held_while_helm_ran.append(lease_holder(cluster))
+        time.sleep(0.05)
+    assert daemon.process.returncode == 0
+    assert held_while_helm_ran and set(held_while_helm_ran) == {holder}
+    last = cluster.app.helm.history(RELEASE, cluster.app.namespace)[-1]
+    assert (last["status"], last["description"]) == ("deployed", "Rollback to 1")
+    assert len(cluster.app.rollbacks()) == 1
+    assert lease_holder(cluster) == ""  # released once helm was done
+    names = daemon.events()
+    assert names.index(ev.DAEMON_WAITING_FOR_HELM) < names.index(ev.DAEMON_STOPPED)
 
 
 # --- crashes, restarts and two replicas ------------------------------------------------------

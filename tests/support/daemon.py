@@ -58,8 +58,12 @@ class CanaryProcess:
         name: str = "canary",
         lease_namespace: str = "canary-system",
         extra: Sequence[str] = (),
+        session: bool = False,
     ) -> None:
         self.name = name
+        #: lead a process group of its own, so a test can signal the group (as a terminal's
+        #: Ctrl-C or an init that signals groups would) with :meth:`signal_group`
+        self.session = session
         self.port = free_port()
         self.log_path = workdir / f"{name}.log"
         kubeconfig = write_kubeconfig(workdir / "kubeconfig", kube_url)
@@ -100,7 +104,11 @@ class CanaryProcess:
     def start(self) -> CanaryProcess:
         self._log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            self.argv, stdout=self._log, stderr=subprocess.STDOUT, env=self.env
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=self.session,
         )
         return self
 
@@ -172,6 +180,11 @@ class CanaryProcess:
     def signal(self, sig: int) -> None:
         assert self.process is not None
         self.process.send_signal(sig)
+
+    def signal_group(self, sig: int) -> None:
+        """``sig`` to the whole process group the daemon leads (``session=True``)."""
+        assert self.process is not None and self.session
+        os.killpg(self.process.pid, sig)
 
     def kill(self) -> None:
         """SIGKILL: the process ends between two statements, nothing runs after."""
