@@ -495,8 +495,8 @@ FILE_ERRORS = [
     pytest.param(
         "colour: blue\n",
         "colour: unknown key (known keys here: plans, prometheusUrl, scrapeInterval, "
-        "prometheusAuth, helmBinary, namespaces, kubeconfig, context, lease, notifications, "
-        "port, logFormat)",
+        "prometheusAuth, helmBinary, namespaces, kubeconfig, context, lease, kubeApi, "
+        "notifications, port, logFormat)",
         id="unknown-key-far-off",
     ),
     pytest.param(

@@ -317,6 +317,23 @@ def test_sigterm_exits_cleanly_and_releases_the_lease(cluster: Cluster) -> None:
     print(f"\nSIGTERM → exit {took:.2f} s")
 
 
+def test_a_tight_api_budget_goes_to_the_ticks_alone_the_lease_and_watches_have_their_own(
+    cluster: Cluster,
+) -> None:
+    """--kube-api-qps 1 --kube-api-burst 2: the ticks' writes fit in it; the Lease renewals
+    (every 0.5 s here) and the watches go through clients of their own, so they neither eat
+    that budget nor wait behind it: the leader keeps its Lease and the rollback happens."""
+    cluster.traffic.fault(error_ratio=0.3)
+    daemon = cluster.canary("canary", "--kube-api-qps", "1", "--kube-api-burst", "2")
+    daemon.wait_event(ev.BASE_RECORDED, plan=cluster.key)
+    cluster.app.upgrade(BAD_TAG)
+    daemon.wait_event(ev.ROLLOUT_ROLLED_BACK, plan=cluster.key, limit=60)
+    names = daemon.events()
+    assert ev.LEADER_LOST not in names and names.count(ev.LEADER_ACQUIRED) == 1
+    assert cluster.app.weights() == (100, 0)
+    assert len(cluster.app.rollbacks()) == 1
+
+
 def lease_holder(cluster: Cluster) -> str:
     lease = cluster.kubeapi.get_object(
         "coordination.k8s.io", "v1", "leases", "canary-system", "canary-leader"

@@ -17,6 +17,7 @@ from canary.config.settings import (
     SETTINGS,
     TOP_KEYS,
     ControllerConfig,
+    KubeApiLimits,
     LeaseConfig,
     Notifications,
     PrometheusAuth,
@@ -263,6 +264,9 @@ def _build(
             duration=duration("lease.duration"),
             renew_deadline=duration("lease.renewDeadline"),
             retry_period=duration("lease.retryPeriod"),
+        ),
+        kube_api=KubeApiLimits(
+            qps=cast(float, values["kubeApi.qps"]), burst=cast(int, values["kubeApi.burst"])
         ),
         notifications=Notifications(
             slack_webhook_file=text("notifications.slackWebhookFile"),

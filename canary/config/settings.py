@@ -21,6 +21,8 @@ upper case with ``_`` for ``-`` (``--lease-renew-deadline`` → ``CANARY_LEASE_R
     lease.duration                   --lease-duration DURATION
     lease.renewDeadline              --lease-renew-deadline DURATION
     lease.retryPeriod                --lease-retry-period DURATION
+    kubeApi.qps                      --kube-api-qps N
+    kubeApi.burst                    --kube-api-burst N
     notifications.slackWebhookFile   --slack-webhook-file FILE
     notifications.webhookFile        --webhook-file FILE
     port                             --port N
@@ -68,6 +70,8 @@ from canary.config.values import (
     optional_name,
     optional_string,
     port,
+    positive_int,
+    positive_number,
     required_string,
     url,
 )
@@ -103,6 +107,13 @@ DEFAULT_LEASE_NAMESPACE = "canary-system"
 DEFAULT_LEASE_DURATION = timedelta(seconds=15)
 DEFAULT_RENEW_DEADLINE = timedelta(seconds=10)
 DEFAULT_RETRY_PERIOD = timedelta(seconds=2)
+#: The client-side rate limit of the requests ticks make (writes, and the reads the cache
+#: cannot answer), client-go's defaults doubled: at rest ticks send none (they read the
+#: watch-fed cache), so this is the budget of writes when many rollouts move at once. The
+#: watches, the Lease and the Kubernetes Events each have a client and limit of their own, so
+#: nothing routine can queue in front of a rollback's write.
+DEFAULT_KUBE_API_QPS = 20.0
+DEFAULT_KUBE_API_BURST = 40
 #: The usual unprivileged port for health and metrics: the container runs as non-root and
 #: cannot bind below 1024.
 DEFAULT_PORT = 8080
@@ -140,6 +151,14 @@ class LeaseConfig:
 
 
 @dataclass(frozen=True)
+class KubeApiLimits:
+    """The client-side rate limit of the ticks' API client (canary.adapters.kube.connect)."""
+
+    qps: float = DEFAULT_KUBE_API_QPS
+    burst: int = DEFAULT_KUBE_API_BURST
+
+
+@dataclass(frozen=True)
 class Notifications:
     """Where alerts go: files holding the webhook URLs (a webhook URL is a secret). Empty: none."""
 
@@ -160,6 +179,7 @@ class ControllerConfig:
     kubeconfig: str | None = DEFAULT_KUBECONFIG
     context: str | None = DEFAULT_CONTEXT
     lease: LeaseConfig = LeaseConfig()
+    kube_api: KubeApiLimits = KubeApiLimits()
     notifications: Notifications = Notifications()
     port: int = DEFAULT_PORT
     log_format: str | None = DEFAULT_LOG_FORMAT
@@ -196,6 +216,7 @@ class ControllerConfig:
                 "renewDeadline": format_duration(lease.renew_deadline),
                 "retryPeriod": format_duration(lease.retry_period),
             },
+            "kubeApi": {"qps": self.kube_api.qps, "burst": self.kube_api.burst},
             "notifications": {
                 "slackWebhookFile": notes.slack_webhook_file,
                 "webhookFile": notes.webhook_file,
@@ -389,6 +410,24 @@ SETTINGS: tuple[Setting, ...] = (
         "daemon",
         "DURATION",
         "time between attempts to acquire or renew the Lease",
+    ),
+    Setting(
+        "kubeApi.qps",
+        "--kube-api-qps",
+        positive_number,
+        DEFAULT_KUBE_API_QPS,
+        "daemon",
+        "N",
+        "requests per second the ticks may send to the API server (writes, cache misses)",
+    ),
+    Setting(
+        "kubeApi.burst",
+        "--kube-api-burst",
+        positive_int,
+        DEFAULT_KUBE_API_BURST,
+        "daemon",
+        "N",
+        "requests the ticks may send at once above --kube-api-qps",
     ),
     Setting(
         "notifications.slackWebhookFile",

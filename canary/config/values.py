@@ -4,6 +4,7 @@ a problem naming where the value came from)."""
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable
 from datetime import timedelta
@@ -90,6 +91,37 @@ def port(value: object, text: bool) -> int:
         raise Invalid(f"expected a port number, got {got(value)}", fix + extra)
     if not 1 <= value <= 65535:
         raise Invalid(f"{value} is not a port number", fix)
+    return value
+
+
+def positive_number(value: object, text: bool) -> float:
+    """A number greater than 0 (requests per second)."""
+    fix = "write a number greater than 0, e.g. 20"
+    if text and isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise Invalid(f"{show(value)} is not a number", fix) from None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        extra = ", without quotes" if isinstance(value, str) else ""
+        raise Invalid(f"expected a number, got {got(value)}", fix + extra)
+    if not (0 < value < math.inf):  # NaN and inf too
+        raise Invalid(f"{value} is not a number greater than 0", fix)
+    return float(value)
+
+
+def positive_int(value: object, text: bool) -> int:
+    """A whole number of at least 1 (a burst of requests)."""
+    fix = "write a whole number of at least 1, e.g. 40"
+    if text and isinstance(value, str):
+        if not re.fullmatch(r"[0-9]+", value):
+            raise Invalid(f"{show(value)} is not a whole number", fix)
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        extra = ", without quotes" if isinstance(value, str) else ""
+        raise Invalid(f"expected a whole number, got {got(value)}", fix + extra)
+    if value < 1:
+        raise Invalid(f"{value} is not a whole number of at least 1", fix)
     return value
 
 

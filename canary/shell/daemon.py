@@ -154,7 +154,14 @@ class Daemon:
         self.notifier: Notifications = notifier_from_files(
             config.notifications.slack_webhook_file, config.notifications.webhook_file
         )
-        self.api = connect(config.kubeconfig, config.context)
+        # Four clients, so that nothing routine queues in front of a rollback's write
+        # (docs/running.md §10): the ticks' (rate-limited by kubeApi.qps/burst), the watches'
+        # and the Lease's (not limited), and the Events' (below, limited per plan).
+        self.api = connect(
+            config.kubeconfig, config.context, qps=config.kube_api.qps, burst=config.kube_api.burst
+        )
+        self.watch_api = connect(config.kubeconfig, config.context, qps=0)
+        self.lease_api = connect(config.kubeconfig, config.context, qps=0)
         # Ticks read the objects from memory, fed by the watches (a GET only while a namespace
         # is not listed yet, its watch is failing, or after a write conflict)
         self.cache = ClusterCache()
@@ -175,7 +182,7 @@ class Daemon:
         )
         releases = TimedReleases(CachedHistory(self.api, helm, self.cache), self.telemetry)
         self.elector = LeaderElector(
-            self.api,
+            self.lease_api,
             name=config.lease.name,
             namespace=config.lease.namespace,
             identity=self.identity,
@@ -203,7 +210,7 @@ class Daemon:
         )
         self.batcher = TickBatcher(self._tick_batch)
         self.plans = PlanSource(config.plans)
-        self.watcher = Watcher(self.api, self._on_change, cache=self.cache)
+        self.watcher = Watcher(self.watch_api, self._on_change, cache=self.cache)
         self.telemetry.watch_cache(lambda: (self.cache.stats.hits, self.cache.stats.misses))
         self.scheduler = BackgroundScheduler(
             executors={"default": JobPool(TICK_WORKERS)},
