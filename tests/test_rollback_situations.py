@@ -62,6 +62,33 @@ class Row:
 
 ROWS = [
     Row(
+        Situation.RELEASE_LOST,
+        rolling_back(attempts=1, started_at=T0, step_started_at=T0),
+        replace(observe(), release=None, release_error="helm release bookinfo/reviews not found"),
+        now=T0 + TIMEOUT,
+        phase=Phase.ROLLBACK_FAILED,
+        events=(ev.RELEASE_UNREADABLE, ev.ROLLOUT_ROLLBACK_FAILED),
+    ),
+    Row(
+        Situation.RELEASE_UNREAD,
+        rolling_back(attempts=1, started_at=T0, step_started_at=T0),
+        replace(observe(), release=None, release_error="helm release bookinfo/reviews not found"),
+        now=T0 + TIMEOUT - SEC,  # not yet: the history may come back
+        events=(ev.RELEASE_UNREADABLE,),
+    ),
+    Row(
+        Situation.RELEASE_UNREAD,
+        rolling_back(attempts=1, started_at=T0, step_started_at=T0),
+        replace(
+            observe(),
+            release=None,
+            release_error="secrets is forbidden",
+            rollback_job=job(running=True),
+        ),
+        now=T0 + 2 * TIMEOUT,  # our helm still runs: it may yet settle the release
+        events=(ev.RELEASE_UNREADABLE,),
+    ),
+    Row(
         Situation.RELEASE_UNREAD,
         rolling_back(attempts=1, started_at=T0),
         replace(observe(), release=None, release_error="secrets is forbidden"),
@@ -233,3 +260,16 @@ def test_the_confirmed_rollback_names_the_revision_and_how_it_was_confirmed() ->
     assert succeeded.fields["revision"] == ROLLBACK_REV
     assert succeeded.fields["confirmedFrom"] == "history"  # not this process's helm
     assert d.state.rollback_revision == ROLLBACK_REV
+
+
+def test_a_history_lost_for_the_rollback_timeout_fails_naming_the_error() -> None:
+    state = rolling_back(attempts=1, started_at=T0, step_started_at=T0)
+    obs = replace(observe(), release=None, release_error="helm release bookinfo/reviews not found")
+    d = decide(PLAN, state, obs, T0 + TIMEOUT)
+    assert d.state.phase is Phase.ROLLBACK_FAILED
+    assert (
+        d.state.last is not None
+        and "helm release bookinfo/reviews not found" in d.state.last.reason
+    )
+    assert "traffic is on stable" in d.state.last.reason and "canary abort" in d.state.last.reason
+    assert d.start_rollback is None and d.weights is None

@@ -9,6 +9,9 @@ acts. The situations, in the order they are tested:
 =====================  ===================================================================
 situation              what the handler does
 =====================  ===================================================================
+RELEASE_LOST           the history has not been readable for ``rollback.timeout`` since the
+                       rollback (or its last attempt) started, and no helm of ours runs:
+                       RollbackFailed, naming the error (traffic stays on stable)
 RELEASE_UNREAD         nothing: the history could not be read this tick (``release.unreadable``)
 CONFIRMED              our ``Rollback to <base>`` is deployed and the canary equals stable:
                        ``rollback.helm_succeeded``, RolledBack
@@ -67,6 +70,7 @@ from canary.core.timestamps import iso_or_none
 class Situation(enum.Enum):
     """Where a rollback stands on this tick; see the module docstring."""
 
+    RELEASE_LOST = "release lost"
     RELEASE_UNREAD = "release unread"
     CONFIRMED = "confirmed"
     CANARY_CATCHING_UP = "canary catching up"
@@ -124,6 +128,10 @@ def classify(t: Tick) -> tuple[Situation, View]:
         job = None  # an earlier attempt's outcome says nothing about this one
     rel = obs.release
     if rel is None:
+        since = max((at for at in (s.step_started_at, rb.started_at) if at), default=None)
+        lost = since is not None and t.now - since >= t.plan.rollback.timeout
+        if lost and not (job is not None and job.running):
+            return Situation.RELEASE_LOST, View(rb, job, s.base_revision)
         return Situation.RELEASE_UNREAD, View(rb, job, s.base_revision)
     base = s.base_revision
     deployed = rel.deployed
@@ -189,6 +197,18 @@ def classify(t: Tick) -> tuple[Situation, View]:
 
 def _wait(t: Tick, view: View) -> None:
     """Nothing to do on this tick."""
+
+
+def _release_lost(t: Tick, view: View) -> None:
+    """Never RollingBack forever on a history nobody can read (helm's storage is not Secrets,
+    RBAC, a release that is gone): say so, with traffic on stable, and let a human decide."""
+    name = t.plan.release
+    reason = (
+        f"the history of helm release {name.namespace}/{name.name} could not be read for "
+        f"{format_seconds(t.plan.rollback.timeout)} ({t.obs.release_error or 'no history'}); "
+        "traffic is on stable. Fix what the error names, then `canary abort` retries"
+    )
+    _failed(t, reason)
 
 
 def _failed(t: Tick, reason: str, **changes: Any) -> None:
@@ -342,6 +362,7 @@ def _start_helm(t: Tick, view: View, *, resumed: bool) -> None:
 
 
 HANDLERS: Final[Mapping[Situation, Callable[[Tick, View], None]]] = {
+    Situation.RELEASE_LOST: _release_lost,
     Situation.RELEASE_UNREAD: _wait,
     Situation.CONFIRMED: _confirmed,
     Situation.CANARY_CATCHING_UP: _canary_catching_up,
